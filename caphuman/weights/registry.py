@@ -1,0 +1,121 @@
+"""One table of every model file caphuman can use: where it lives, where it comes from, its licence.
+
+Paths are relative to the checkpoints root (``checkpoints/`` beside ``app.py`` unless
+``CAPHUMAN_CHECKPOINTS`` points elsewhere). Licence-gated files (FLAME, DECA) carry no download
+source: the user fetches them by hand from ``manual_url`` and the doctor says so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One model file.
+
+    ``hub_repo``/``hub_filename``: where huggingface_hub downloads it (None: not auto-downloadable).
+    ``md5``: checksum from the original project's setup script where known.
+    ``needed_for``: the feature that stops working without it.
+    """
+
+    key: str
+    path: str
+    description: str
+    licence: str
+    needed_for: str
+    hub_repo: str | None = None
+    hub_filename: str | None = None
+    manual_url: str | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    gated: bool = False
+
+
+REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
+    WeightFile(
+        key="caphuman", path="caphuman/caphuman.ckpt",
+        description="CapHuman checkpoint: CapFace control net + identity/image projections",
+        licence="CC-BY-NC-4.0 (CapHuman project)", needed_for="generation",
+        hub_repo="VamosC/CapHuman", hub_filename="caphuman.ckpt",
+        md5="6f0086112db9abc6ce4518a458d4d4b8"),
+    WeightFile(
+        key="backbone", path="backbone/Realistic_Vision_V3.0.ckpt",
+        description="SD1.5-family backbone (UNet, text encoder, VAE): Realistic Vision V3.0",
+        licence="creativeml-openrail-m", needed_for="generation",
+        hub_repo="SG161222/Realistic_Vision_V3.0_VAE", hub_filename="Realistic_Vision_V3.0.ckpt",
+        md5="24913fbd1ed9cb7500ee90191bc5d4b2",
+        sha256="8fc37222c68165acf779e1bb3d6af501e14d90cbb10e8e0c1e4a88d917e0aea7",
+        size_bytes=4_240_000_000),
+    WeightFile(
+        key="vae", path="vae/vae-ft-mse-840000-ema-pruned.safetensors",
+        description="VAE override (sd-vae-ft-mse)", licence="MIT", needed_for="generation",
+        hub_repo="stabilityai/sd-vae-ft-mse-original",
+        hub_filename="vae-ft-mse-840000-ema-pruned.safetensors"),
+    WeightFile(
+        key="clip", path="clip-vit-large-patch14",
+        description="CLIP ViT-L/14 tokenizer, text encoder and vision tower (diffusers/transformers folder)",
+        licence="MIT (openai/CLIP code); see model card", needed_for="generation (image tokens)",
+        hub_repo="openai/clip-vit-large-patch14"),
+    WeightFile(
+        key="face_parsing", path="face-parsing/79999_iter.pth",
+        description="BiSeNet face parser (19 CelebAMask-HQ classes)", licence="MIT",
+        needed_for="face-only image for CLIP tokens",
+        manual_url="https://github.com/zllrunning/face-parsing.PyTorch (Google Drive id 154JgKpzCPW82qINcVieuPH3fZ2e0P812)",
+        md5="ff26a222ce48a618a1fa820b46223cae"),
+    WeightFile(
+        key="facenet", path="facenet/20180402-114759-vggface2.pt",
+        description="FaceNet InceptionResnetV1 (VGGFace2)", licence="MIT (facenet-pytorch)",
+        needed_for="identity embedding",
+        manual_url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"),
+    WeightFile(
+        key="insightface", path="insightface/models/buffalo_l",
+        description="insightface buffalo_l pack (SCRFD detector, 68-point landmarks, ArcFace)",
+        licence="non-commercial research (insightface model zoo)",
+        needed_for="best face detection and identity similarity (an offline fallback exists)",
+        manual_url="https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"),
+    WeightFile(
+        key="deca", path="deca/deca_model.tar",
+        description="DECA encoder (E_flame) for fitting FLAME to a photo",
+        licence="DECA non-commercial research licence (MPI)", needed_for="FLAME fit of the reference photo",
+        manual_url="https://github.com/yfeng95/DECA (Google Drive id 1rp8kdyLPvErw2dTmqtjISRVvQLj6Yzje)",
+        md5="b182e51c26e5a73b1f7a5c53cf8cc038", gated=True),
+    WeightFile(
+        key="flame", path="flame/generic_model.pkl",
+        description="FLAME 2020 head model", licence="FLAME licence (registration required)",
+        needed_for="the FLAME head (the built-in head is used otherwise)",
+        manual_url="https://flame.is.tue.mpg.de (FLAME2020.zip)",
+        md5="cfc3b95159b2a8981ebc347170202ba5", gated=True),
+    WeightFile(
+        key="flame_texture", path="flame/FLAME_texture.npz",
+        description="FLAME albedo texture space", licence="FLAME texture licence (non-commercial)",
+        needed_for="FLAME albedo (a flat skin albedo is used otherwise)",
+        manual_url="https://flame.is.tue.mpg.de (TextureSpace.zip)",
+        md5="2a3982db7667c32d0dd13351aa6758f7", gated=True),
+    WeightFile(
+        key="flame_landmarks", path="flame/landmark_embedding.npy",
+        description="FLAME 68-point landmark embedding (DECA data)", licence="DECA licence",
+        needed_for="FLAME landmarks", manual_url="https://github.com/yfeng95/DECA/tree/master/data",
+        md5="a275dadfa4c1bd3c71a9f1411d68f92c", size_bytes=31_292, gated=True),
+    WeightFile(
+        key="flame_uv", path="flame/head_template.obj",
+        description="FLAME UV topology (DECA data)", licence="DECA licence",
+        needed_for="FLAME albedo texture lookup", manual_url="https://github.com/yfeng95/DECA/tree/master/data",
+        md5="ddc6d31590f871ebe1844b063b2f8042", size_bytes=563_358, gated=True),
+]}
+
+
+def checkpoints_root() -> Path:
+    """The checkpoints folder: ``$CAPHUMAN_CHECKPOINTS`` or ``checkpoints/`` at the repo root."""
+    env = os.environ.get("CAPHUMAN_CHECKPOINTS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def local_path(key: str, root: str | os.PathLike | None = None) -> Path:
+    """Where file ``key`` lives (present or not)."""
+    return (Path(root) if root is not None else checkpoints_root()) / REGISTRY[key].path
