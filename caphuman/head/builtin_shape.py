@@ -62,10 +62,10 @@ def head_sdf(p: np.ndarray) -> np.ndarray:
     d = _smin(d, _ellipsoid(q, (0.0, -0.018, 0.016), (0.061, 0.072, 0.07)), 0.02)  # face mass
     # cheekbones and cheeks
     d = _smin(d, _ellipsoid(q, (0.046, 0.002, 0.052), (0.019, 0.012, 0.02)), 0.012)
-    d = _smin(d, _ellipsoid(q, (0.035, -0.03, 0.055), (0.024, 0.026, 0.024)), 0.014)
+    d = _smin(d, _ellipsoid(q, (0.034, -0.03, 0.052), (0.024, 0.026, 0.024)), 0.02)
     # mandible: ramus, body of the jaw, chin
-    d = _smin(d, _capsule(q, (0.058, -0.005, -0.012), (0.055, -0.062, -0.018), 0.009), 0.014)
-    d = _smin(d, _capsule(q, (0.055, -0.062, -0.018), (0.018, -0.086, 0.066), 0.0095), 0.014)
+    d = _smin(d, _capsule(q, (0.058, -0.005, -0.012), (0.055, -0.062, -0.018), 0.009), 0.02)
+    d = _smin(d, _capsule(q, (0.055, -0.062, -0.018), (0.018, -0.086, 0.066), 0.0095), 0.022)
     d = _smin(d, _ellipsoid(q, (0.0, -0.074, 0.068), (0.024, 0.019, 0.018)), 0.012)
     d = _smin(d, _ellipsoid(q, (0.0, -0.07, 0.02), (0.046, 0.026, 0.05)), 0.02)  # jaw floor
     # maxilla / muzzle under the nose and around the mouth
