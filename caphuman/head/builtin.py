@@ -81,8 +81,8 @@ def _head_grid() -> Mesh:
 
     # slit columns: mouth around phi = 0, eyes around +-phi_eye
     ecol = lambda ang: int(np.argmin(np.abs(phi[:K + 1] - ang)))
-    eye_in = ecol(np.arctan2(0.0175, 0.075))
-    eye_out = ecol(np.arctan2(0.0465, 0.066))
+    eye_in = ecol(np.arctan2(0.0205, 0.075))
+    eye_out = ecol(np.arctan2(0.0445, 0.066))
     eye_span = (phi[eye_in], phi[eye_out])
     mouth_c = ecol(np.arctan2(shp.MOUTH_CORNER_X, 0.093))
     eye_cols = [j for j in range(eye_in + 1, eye_out)] + [M - j for j in range(eye_in + 1, eye_out)]

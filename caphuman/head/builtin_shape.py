@@ -14,7 +14,7 @@ import numpy as np
 # ---------------------------------------------------------------------------------- layout (metres)
 EYE_CENTRE = np.array([0.0325, 0.027, 0.056])  # left (+x) eyeball centre; the right one is mirrored
 EYE_RADIUS = 0.0122
-LID_RADIUS = EYE_RADIUS + 0.0013  # the lid skin slides over this sphere
+LID_RADIUS = EYE_RADIUS + 0.0006  # the lid skin slides over this sphere
 MOUTH_Y = -0.047  # height of the lip line
 MOUTH_CORNER_X = 0.0245
 RAY_Z = -0.01  # z of the ray origins (head rows)
