@@ -3,11 +3,11 @@
 Why our own: the original used pytorch3d's ``rasterize_meshes``, which has no installable wheel
 on PyPI, and no maintained pip-installable library returns per-pixel face ids + barycentrics on
 the CPU. This is a plain scanline-over-bounding-box rasteriser compiled with numba (one pass over
-the faces per band of rows; a few ms for the 15k-face built-in head at 512^2, see
+the faces; ~2 ms for the 15k-face built-in head at 512^2 on one core, see
 ``benchmarks/preview.py``). Kernels run single-threaded on purpose: with numba's parallel mode
-the whole preview measured 10.2 ms vs 11.4 ms on an idle 2-core machine, but 32 ms when other
-processes were busy (thread barriers on oversubscribed cores); a server serves concurrent users
-better with one thread per request.
+(row bands) the whole preview measured 10.2 ms vs 11.4 ms on an idle 2-core machine, but 32 ms
+when other processes were busy (thread barriers on oversubscribed cores); a server serves
+concurrent users better with one thread per request.
 
 Conventions (reference §4.4-4.5, y flipped to point up): input vertices are in frame NDC
 (x right, y up, z toward the camera; the shorter image side spans [-1, 1]). Pixel (row j,
@@ -39,53 +39,42 @@ class Rasterization:
         return self.face_idx >= 0
 
 
-#: Rows per band: each band is rasterised by one thread over all faces (no shared writes).
-BAND_ROWS = 32
-
-
 @njit(cache=True, nogil=True)
 def _rasterize(px: np.ndarray, faces: np.ndarray, height: int, width: int,
                face_idx: np.ndarray, bary: np.ndarray, zbuf: np.ndarray) -> None:
-    n_bands = (height + BAND_ROWS - 1) // BAND_ROWS
-    for band in range(n_bands):
-        band_lo = band * BAND_ROWS
-        band_hi = min(band_lo + BAND_ROWS, height) - 1
-        for f in range(faces.shape[0]):
-            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
-            y0, y1, y2 = px[a, 1], px[b, 1], px[c, 1]
-            rmin = max(int(np.ceil(min(y0, min(y1, y2)))), band_lo)
-            rmax = min(int(np.floor(max(y0, max(y1, y2)))), band_hi)
-            if rmin > rmax:
-                continue
-            x0, z0 = px[a, 0], px[a, 2]
-            x1, z1 = px[b, 0], px[b, 2]
-            x2, z2 = px[c, 0], px[c, 2]
-            area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-            if area == 0.0 or not np.isfinite(area):
-                continue
-            inv = 1.0 / area
-            cmin = max(int(np.ceil(min(x0, min(x1, x2)))), 0)
-            cmax = min(int(np.floor(max(x0, max(x1, x2)))), width - 1)
-            for r in range(rmin, rmax + 1):
-                fy = float(r)
-                for col in range(cmin, cmax + 1):
-                    fx = float(col)
-                    w0 = ((x1 - fx) * (y2 - fy) - (x2 - fx) * (y1 - fy)) * inv
-                    if w0 < 0.0:
-                        continue
-                    w1 = ((x2 - fx) * (y0 - fy) - (x0 - fx) * (y2 - fy)) * inv
-                    if w1 < 0.0:
-                        continue
-                    w2 = 1.0 - w0 - w1
-                    if w2 < 0.0:
-                        continue
-                    z = np.float32(w0 * z0 + w1 * z1 + w2 * z2)
-                    if z > zbuf[r, col]:
-                        zbuf[r, col] = z
-                        face_idx[r, col] = f
-                        bary[r, col, 0] = w0
-                        bary[r, col, 1] = w1
-                        bary[r, col, 2] = w2
+    for f in range(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        x0, y0, z0 = px[a, 0], px[a, 1], px[a, 2]
+        x1, y1, z1 = px[b, 0], px[b, 1], px[b, 2]
+        x2, y2, z2 = px[c, 0], px[c, 1], px[c, 2]
+        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        if area == 0.0 or not np.isfinite(area):
+            continue
+        inv = 1.0 / area
+        cmin = max(int(np.ceil(min(x0, min(x1, x2)))), 0)
+        cmax = min(int(np.floor(max(x0, max(x1, x2)))), width - 1)
+        rmin = max(int(np.ceil(min(y0, min(y1, y2)))), 0)
+        rmax = min(int(np.floor(max(y0, max(y1, y2)))), height - 1)
+        for r in range(rmin, rmax + 1):
+            fy = float(r)
+            for col in range(cmin, cmax + 1):
+                fx = float(col)
+                w0 = ((x1 - fx) * (y2 - fy) - (x2 - fx) * (y1 - fy)) * inv
+                if w0 < 0.0:
+                    continue
+                w1 = ((x2 - fx) * (y0 - fy) - (x0 - fx) * (y2 - fy)) * inv
+                if w1 < 0.0:
+                    continue
+                w2 = 1.0 - w0 - w1
+                if w2 < 0.0:
+                    continue
+                z = np.float32(w0 * z0 + w1 * z1 + w2 * z2)
+                if z > zbuf[r, col]:
+                    zbuf[r, col] = z
+                    face_idx[r, col] = f
+                    bary[r, col, 0] = w0
+                    bary[r, col, 1] = w1
+                    bary[r, col, 2] = w2
 
 
 def to_pixel_space(ndc: np.ndarray, height: int, width: int) -> np.ndarray:
