@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 #: command name -> (module, one-line help)
@@ -22,6 +23,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _available(name: str) -> bool:
     module = COMMANDS[name][0]
     return importlib.util.find_spec(module) is not None
@@ -30,8 +38,8 @@ def _available(name: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     from caphuman.errors import CapHumanError
 
-    parser = argparse.ArgumentParser(prog="python -m caphuman", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="python -m caphuman", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     wanted = argv[0] if argv and argv[0] in COMMANDS else None
     for name, (module, help_text) in COMMANDS.items():
