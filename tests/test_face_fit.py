@@ -229,3 +229,23 @@ def test_preview_reference_places_head_on_face(tmp_path):
     l, t, r, b = (v / 2 for v in face.box)  # 512 photo -> 256 frame
     cx, cy = xs.mean(), ys.mean()
     assert l < cx < r and t < cy < b + (b - t) * 0.5
+
+
+def test_identity_similarity_arcface_then_facenet(tmp_path, monkeypatch):
+    import torch
+
+    from caphuman.face import similarity
+    from caphuman.face.facenet import InceptionResnetV1
+    from onnx_models import build_pack, white_square_image
+
+    build_pack(tmp_path / "insightface" / "models" / "buffalo_l")
+    img = white_square_image()
+    res = similarity.identity_similarity(img, img.copy(), root=tmp_path)
+    assert res.recognizer == "arcface" and res.score == pytest.approx(1.0, abs=1e-5)
+    torch.manual_seed(0)
+    net = InceptionResnetV1(width=0.0625, blocks=(1, 1, 1), num_classes=None).eval()
+    monkeypatch.setattr("caphuman.face.detection.insightface_model_dir", lambda root=None: None)
+    photo = EXAMPLES / "astronaut.jpg"
+    res = similarity.identity_similarity(photo, photo, root=tmp_path / "none", facenet=net)
+    assert res.recognizer == "facenet" and res.score == pytest.approx(1.0, abs=1e-5)
+    assert any("FaceNet" in w for w in res.warnings)
