@@ -249,3 +249,23 @@ def test_identity_similarity_arcface_then_facenet(tmp_path, monkeypatch):
     res = similarity.identity_similarity(photo, photo, root=tmp_path / "none", facenet=net)
     assert res.recognizer == "facenet" and res.score == pytest.approx(1.0, abs=1e-5)
     assert any("FaceNet" in w for w in res.warnings)
+
+
+def test_box_fit_agrees_with_eye_fit_on_astronaut(builtin_pipeline):
+    from caphuman.face.analysis import _to_ndc, target_for_pipeline
+    from caphuman.face.crop import square_frame
+    from caphuman.face.detection import OpenCVDetector, detect_faces
+    from caphuman.face.fit import fit_landmarks, observation_from_face
+    from caphuman.face.intake import load_image
+
+    img = load_image(EXAMPLES / "astronaut.jpg")
+    face = detect_faces(img, detector=OpenCVDetector()).face
+    assert face.keypoints is not None
+    crop = square_frame(*img.shape[:2], face.box, 512)
+    target = target_for_pipeline(builtin_pipeline)
+    obs = observation_from_face(face, _to_ndc(crop))
+    eyes = fit_landmarks(obs, target.template, target.framing, target.center).state.placement
+    obs.points, obs.kind = None, "box"
+    box = fit_landmarks(obs, target.template, target.framing, target.center).state.placement
+    assert box.scale == pytest.approx(eyes.scale, rel=0.15)
+    assert box.shift_x == pytest.approx(eyes.shift_x, abs=0.05) and box.shift_y == pytest.approx(eyes.shift_y, abs=0.05)

@@ -6,8 +6,7 @@ B_expr e``, ``R = rotation_from_ypr(yaw, pitch, roll)`` (degrees), ``c`` the rot
 model's root joint), ``a = scale * framing.base_scale`` (camera.py). Unknowns by what the
 detector gave:
 
-* box only: scale and shift (heuristic: the face box's width ~ the jaw-contour width, see
-  ``BOX_*`` constants);
+* box only: scale and shift (eye positions assumed inside the box, ``BOX_*``);
 * 2 eye points: + roll;
 * 5 keypoints or 68 landmarks: + yaw and pitch (weak prior toward 0 degrees);
 * 68 landmarks and bases: + shape and expression coefficients (ridge prior, std units).
@@ -29,11 +28,11 @@ from caphuman.controls.state import HeadState, Placement, Pose, RANGES
 KEYPOINT_TO_68 = ([36, 37, 38, 39, 40, 41], [42, 43, 44, 45, 46, 47], [30], [48], [54])
 #: Eye centres (image-left first) as iBUG index groups.
 EYES_TO_68 = KEYPOINT_TO_68[:2]
-#: Box-only heuristics for the OpenCV fallback (tuned by eye on the example photos): jaw-contour
-#: width = BOX_WIDTH x box width; the landmark box centre lies BOX_DROP x box height below the
-#: box centre.
-BOX_WIDTH = 0.95
-BOX_DROP = 0.12
+#: Box-only heuristics for OpenCV's Haar frontal-face box, measured on the astronaut example where
+#: the eye cascade also fires: eye line at 0.38 of the box height below its top, eye centres
+#: 0.24 of the box width either side of its centre line.
+BOX_EYES = 0.38
+BOX_EYE_HALF_GAP = 0.24
 
 
 @dataclass
@@ -89,7 +88,7 @@ def fit_landmarks(obs: Observation, template: np.ndarray, framing, center=None,
     base = float(framing.base_scale)
 
     if obs.points is None or len(obs.points) < 2:
-        return _fit_box(obs, T, framing)
+        return _fit_box(obs, T, framing, c)
 
     P = np.asarray(obs.points, dtype=np.float64)
     G = _group_matrix(obs.groups)
@@ -153,21 +152,19 @@ def fit_landmarks(obs: Observation, template: np.ndarray, framing, center=None,
     return FitResult(state=state, kind=obs.kind, rms=rms)
 
 
-def _fit_box(obs: Observation, T: np.ndarray, framing) -> FitResult:
-    """Scale and shift only, from the face box (heuristics in ``BOX_*``)."""
-    from caphuman.render.camera import placement_from_frame_transform
-
+def _fit_box(obs: Observation, T: np.ndarray, framing, center) -> FitResult:
+    """Scale and shift only, from the face box: eye centres are assumed at
+    (centre x -+ ``BOX_EYE_HALF_GAP`` x width, top + ``BOX_EYES`` x height) and fitted like
+    detected eyes (roll comes out 0)."""
     if obs.box is None:
         raise ValueError("nothing to fit: no points and no box")
     l, b, r, t = obs.box
-    jaw_w = float(T[:17, 0].max() - T[:17, 0].min()) or float(T[:, 0].max() - T[:, 0].min())
-    a = BOX_WIDTH * (r - l) / jaw_w
-    cx, cy = (l + r) / 2.0, (b + t) / 2.0 - BOX_DROP * (t - b)
-    lm_c = (T.min(0) + T.max(0)) / 2.0
-    pl = placement_from_frame_transform(a, cx - a * lm_c[0], cy - a * lm_c[1], framing)
-    state = HeadState(placement=Placement(scale=_clamp("scale", pl.scale), shift_x=_clamp("shift_x", pl.shift_x),
-                                          shift_y=_clamp("shift_y", pl.shift_y)))
-    return FitResult(state=state, kind="box", rms=float("nan"))
+    cx, y = (l + r) / 2.0, t - BOX_EYES * (t - b)
+    dx = BOX_EYE_HALF_GAP * (r - l)
+    eyes = Observation(np.array([[cx - dx, y], [cx + dx, y]]), [list(g) for g in EYES_TO_68], obs.box, "eyes")
+    res = fit_landmarks(eyes, T, framing, center)
+    res.state.pose = Pose()
+    return FitResult(state=res.state, kind="box", rms=float("nan"))
 
 
 def observation_from_face(face, to_ndc) -> Observation:
