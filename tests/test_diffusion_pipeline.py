@@ -133,3 +133,17 @@ def test_hint_is_not_rescaled(tiny_pipe):
     assert torch.equal(prepared[0], hint)
     with pytest.raises(ValueError):
         tiny_pipe.prepare_hint(torch.zeros(3, 64, 64))
+
+
+def test_model_cpu_offload_hooks_give_the_same_image(conditioning):
+    """enable_model_cpu_offload installs accelerate hooks; CapFace's non-forward entry points must honour them."""
+    from caphuman.diffusion.pipeline import CapHumanPipeline
+    from caphuman.testing.tiny_model import build_components
+
+    pipe = CapHumanPipeline(**build_components(seed=0))
+    pipe.set_progress_bar_config(disable=True)
+    a = _run(pipe, conditioning, output_type="np", generator=torch.Generator().manual_seed(0))
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert hasattr(pipe.capface, "_hf_hook")
+    b = _run(pipe, conditioning, output_type="np", generator=torch.Generator().manual_seed(0))
+    assert np.array_equal(a, b)

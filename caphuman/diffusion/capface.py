@@ -19,6 +19,7 @@ import torch
 from diffusers import ControlNetModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 #: Number of residuals CapFace hands to an SD1.5 UNet: 12 skip connections + 1 middle block.
@@ -70,6 +71,8 @@ class CapFaceModel(ModelMixin, ConfigMixin):
         self.img_linear = nn.Linear(image_embedding_dim, cross_attention_dim)
 
     # ------------------------------------------------------------------ conditioning (once per call)
+    # (apply_forward_hook: these entry points onload the model under enable_model_cpu_offload, like forward)
+    @apply_forward_hook
     def encode_context(self, image_embeds: torch.Tensor, id_embedding: torch.Tensor) -> torch.Tensor:
         """CapFace cross-attention context.
 
@@ -83,6 +86,7 @@ class CapFaceModel(ModelMixin, ConfigMixin):
         id_token = self.id_linear(id_embedding.to(dtype))
         return torch.cat([image_tokens, id_token], dim=1)
 
+    @apply_forward_hook
     def embed_hint(self, hint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hint embedding and predicted face mask.
 
