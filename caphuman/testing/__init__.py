@@ -1,0 +1,1 @@
+"""Test helpers: tiny random models in every layout the loaders accept."""

@@ -1,0 +1,181 @@
+"""``python -m caphuman generate``: portraits from a reference photo, a prompt and head controls.
+
+Writes OUT.png (or OUT_0.png, OUT_1.png, ... for several images) and OUT.json with every parameter
+and the seed, so a result can be reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+from caphuman.errors import CapHumanError, InputError, MissingWeightsError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default=None,
+                        help="converted CapHuman folder (default: found in checkpoints/, then the Hub cache)")
+    parser.add_argument("--reference", required=True, help="reference photo (identity source)")
+    parser.add_argument("--prompt", required=True, help="text prompt")
+    parser.add_argument("--added-prompt", default="", help='appended as "PROMPT, ADDED" when non-empty')
+    parser.add_argument("--negative-prompt", default="", help="negative prompt (default: empty)")
+    try:  # head controls of `preview` (caphuman.cli.head_args), when present
+        from caphuman.cli.head_args import add_head_arguments
+    except ImportError:
+        add_head_arguments = None
+    if add_head_arguments is not None:
+        add_head_arguments(parser)
+    else:
+        parser.add_argument("--pose-reference", default=None, help="photo whose head placement/pose is transferred")
+        parser.add_argument("--modes", default="position,pose", help="what to take from --pose-reference")
+    parser.add_argument("--hint", default=None,
+                        help="precomputed 9-channel hint (.npy, (9, S, S)) instead of rendering the head")
+    parser.add_argument("--seed", type=int, default=12345, help="random seed; -1 draws one (default 12345)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    parser.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    parser.add_argument("--strength", type=float, default=1.0, help="CapFace strength (default 1)")
+    parser.add_argument("--tau", type=int, default=0,
+                        help="identity dropout: CapFace ignores identity for timesteps t > tau (0 = off)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
+    parser.add_argument("--num-images", type=int, default=1, help="images per run, 1-8 (default 1)")
+    parser.add_argument("--size", type=int, default=512, help="output side in pixels (default 512)")
+    parser.add_argument("--scheduler", choices=("ddim", "dpmpp"), default="ddim", help="sampler (default ddim)")
+    parser.add_argument("--lora", default=None, help="LoRA weights for the UNet/text encoder (file or repo)")
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale (default 1)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default auto)")
+    parser.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                        help="auto: fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--cpu-offload", action="store_true", help="CUDA: keep idle models on the CPU")
+    parser.add_argument("--out", required=True, help="output PNG path")
+
+
+# ---------------------------------------------------------------------------- seams
+def _render_hint(args, reference_image, size: int):
+    """The 9-channel head hint (9, size, size) float32 for the reference photo and the head controls.
+
+    Seam with ``caphuman.cli.head_args`` (controls -> HeadState) and ``caphuman.render`` (HeadState ->
+    hint); wired at integration. ``--hint FILE.npy`` bypasses it.
+    """
+    try:
+        from caphuman.cli.head_args import state_from_args
+        from caphuman.render import render_hint
+    except ImportError:
+        raise CapHumanError("head rendering is not available in this build; pass --hint HINT.npy") from None
+    return render_hint(state_from_args(args), reference_image, size)
+
+
+def _load_hint(path: str, size: int):
+    import numpy as np
+
+    try:
+        hint = np.load(path).astype(np.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read hint {path}: {exc}") from None
+    if hint.ndim == 4 and hint.shape[0] == 1:
+        hint = hint[0]
+    if hint.shape != (9, size, size):
+        raise InputError(f"hint {path} has shape {hint.shape}, expected (9, {size}, {size})")
+    return hint
+
+
+def _open_image(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(path).convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+
+
+def _resolve_device(name: str, dtype_name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    if dtype_name == "auto":
+        dtype_name = "fp16" if name == "cuda" else "fp32"
+    if name == "cpu" and dtype_name == "fp16":
+        raise InputError("fp16 is not supported on the CPU; use --dtype fp32 or bf16")
+    return name, dtype_name, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+
+
+def _output_paths(out: Path, n: int) -> list[Path]:
+    return [out] if n == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(n)]
+
+
+def run(args) -> int:
+    if not 1 <= args.num_images <= 8:
+        raise InputError("--num-images must be between 1 and 8")
+    if args.size % 64 or not 64 <= args.size <= 2048:
+        raise InputError("--size must be a multiple of 64 (e.g. 512)")
+    if args.steps < 1:
+        raise InputError("--steps must be >= 1")
+    from caphuman.weights.download import find_converted_weights
+
+    weights = Path(args.weights) if args.weights else find_converted_weights()
+    if not (weights / "model_index.json").is_file():
+        raise MissingWeightsError(f"no converted CapHuman weights in {weights} (model_index.json missing); run "
+                                  "`python -m caphuman download all` or `python -m caphuman convert ...`")
+    reference = _open_image(args.reference)
+    hint = _load_hint(args.hint, args.size) if args.hint else _render_hint(args, reference, args.size)
+
+    import torch
+
+    from caphuman.diffusion.identity import load_identity_encoder
+    from caphuman.diffusion.pipeline import CapHumanPipeline
+    from caphuman.diffusion.schedulers import make_scheduler
+
+    device, dtype_name, dtype = _resolve_device(args.device, args.dtype)
+    seed = random.randint(0, 4294967294) if args.seed == -1 else args.seed
+    t0 = time.perf_counter()
+    pipe = CapHumanPipeline.from_pretrained(str(weights), dtype=dtype)
+    pipe.scheduler = make_scheduler(args.scheduler)
+    if args.lora:
+        _load_lora(pipe, args.lora, args.lora_scale)
+    if args.cpu_offload and device == "cuda":
+        pipe.enable_model_cpu_offload()
+    else:
+        pipe.to(device)
+    identity = load_identity_encoder(weights / "identity", device=device)
+    ident = identity.encode_identity(reference)
+    load_s = time.perf_counter() - t0
+
+    prompt = f"{args.prompt}, {args.added_prompt}" if args.added_prompt else args.prompt
+    generator = torch.Generator(device=device).manual_seed(seed)
+    t0 = time.perf_counter()
+    out = pipe(prompt, hint, ident.id_embedding, face_image=ident.face_only_image,
+               negative_prompt=args.negative_prompt, num_images=args.num_images, num_inference_steps=args.steps,
+               guidance_scale=args.guidance, strength=args.strength, tau=args.tau, eta=args.eta,
+               generator=generator, output_type="pil")
+    gen_s = time.perf_counter() - t0
+
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    paths = _output_paths(out_path, args.num_images)
+    for image, path in zip(out.images, paths):
+        image.save(path)
+    params = {k: v for k, v in vars(args).items() if k != "func"}
+    params.update(seed=seed, weights=str(weights), prompt_used=prompt, device=device, dtype=dtype_name)
+    sidecar = {"parameters": params, "images": [str(p) for p in paths],
+               "timings_s": {"load": round(load_s, 3), "generate": round(gen_s, 3)}}
+    out_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _load_lora(pipe, path: str, scale: float) -> None:
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise CapHumanError("--lora needs the peft package: pip install peft") from None
+    try:
+        pipe.load_lora_weights(path, adapter_name="user")
+        pipe.set_adapters(["user"], adapter_weights=[scale])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot load LoRA {path}: {str(exc).splitlines()[0]}") from None
