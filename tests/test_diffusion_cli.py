@@ -70,24 +70,38 @@ def test_generate_errors(tmp_path, inputs, capsys):
     assert rc == 2
 
 
-def test_generate_without_renderer_needs_hint(tiny_dir, inputs, tmp_path, monkeypatch):
-    import argparse
+def test_generate_renders_the_previewed_head(tiny_dir, tmp_path):
+    """The issue's command: head controls on an example photo; the hint is the preview's hint."""
+    from pathlib import Path
 
+    photo = Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg"
+    common = ["--reference", str(photo), "--yaw", "20", "-e", "smile=0.5", "--size", "64"]
+    rc = _main("generate", "--weights", str(tiny_dir), "--prompt", "a portrait", "--steps", "2", "--seed", "1",
+               "--device", "cpu", "--out", str(tmp_path / "o.png"), *common)
+    assert rc == 0 and (tmp_path / "o.png").is_file()
+    side = json.loads((tmp_path / "o.json").read_text())["parameters"]
+    assert side["head_state"]["pose"]["yaw"] == 20.0
+    assert side["head_state"]["expression_controls"] == {"smile": 0.5}
+    # The head you preview is the head you generate with.
     from caphuman.cli import generate
-    from caphuman.errors import CapHumanError
 
-    parser = argparse.ArgumentParser()
-    generate.add_arguments(parser)
-    args = parser.parse_args(["--weights", str(tiny_dir), "--reference", str(inputs / "ref.png"), "--prompt", "x",
-                              "--size", "64", "--steps", "1", "--out", str(tmp_path / "o.png")])
+    seen = {}
+    real = generate._render_hint
+
+    def spy(args, size):
+        hint, state = real(args, size)
+        seen["hint"] = hint
+        return hint, state
+
+    generate._render_hint = spy
     try:
-        import caphuman.render  # noqa: F401
-    except ImportError:
-        with pytest.raises(CapHumanError, match="--hint"):
-            generate.run(args)
-    # the seam: a synthetic renderer output is used as the hint
-    monkeypatch.setattr(generate, "_render_hint", lambda a, ref, size: np.zeros((9, size, size), np.float32))
-    assert generate.run(args) == 0 and (tmp_path / "o.png").is_file()
+        assert _main("generate", "--weights", str(tiny_dir), "--prompt", "x", "--steps", "1", "--device", "cpu",
+                     "--out", str(tmp_path / "p.png"), *common) == 0
+    finally:
+        generate._render_hint = real
+    assert _main("preview", *common, "--hint", str(tmp_path / "h.npy")) == 0
+    np.testing.assert_array_equal(seen["hint"], np.load(tmp_path / "h.npy"))
+    assert (seen["hint"] != 0).any()
 
 
 def test_download_offline_and_network_failure(tmp_path, monkeypatch):

@@ -9,28 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
-from caphuman.errors import CapHumanError, InputError, MissingWeightsError
+from caphuman.cli.head_args import add_head_arguments, add_reference_arguments, state_from_args
+from caphuman.errors import InputError, MissingWeightsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="converted CapHuman folder (default: found in checkpoints/, then the Hub cache)")
-    parser.add_argument("--reference", required=True, help="reference photo (identity source)")
+    add_reference_arguments(parser, required=True)
     parser.add_argument("--prompt", required=True, help="text prompt")
     parser.add_argument("--added-prompt", default="", help='appended as "PROMPT, ADDED" when non-empty')
     parser.add_argument("--negative-prompt", default="", help="negative prompt (default: empty)")
-    try:  # head controls of `preview` (caphuman.cli.head_args), when present
-        from caphuman.cli.head_args import add_head_arguments
-    except ImportError:
-        add_head_arguments = None
-    if add_head_arguments is not None:
-        add_head_arguments(parser)
-    else:
-        parser.add_argument("--pose-reference", default=None, help="photo whose head placement/pose is transferred")
-        parser.add_argument("--modes", default="position,pose", help="what to take from --pose-reference")
+    add_head_arguments(parser)
     parser.add_argument("--hint", default=None,
                         help="precomputed 9-channel hint (.npy, (9, S, S)) instead of rendering the head")
     parser.add_argument("--seed", type=int, default=12345, help="random seed; -1 draws one (default 12345)")
@@ -53,18 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------- seams
-def _render_hint(args, reference_image, size: int):
-    """The 9-channel head hint (9, size, size) float32 for the reference photo and the head controls.
+def _render_hint(args, size: int):
+    """The 9-channel head hint (9, size, size) float32: the head fitted to ``--reference`` (and
+    ``--pose-reference``/``--modes``), with the head-control flags applied on top — the same
+    head ``preview --reference`` shows. Returns (hint, head state)."""
+    from caphuman.conditioning import reference_head
+    from caphuman.head.resolve import load_head
+    from caphuman.preview import HeadPreviewPipeline
 
-    Seam with ``caphuman.cli.head_args`` (controls -> HeadState) and ``caphuman.render`` (HeadState ->
-    hint); wired at integration. ``--hint FILE.npy`` bypasses it.
-    """
-    try:
-        from caphuman.cli.head_args import state_from_args
-        from caphuman.render import render_hint
-    except ImportError:
-        raise CapHumanError("head rendering is not available in this build; pass --hint HINT.npy") from None
-    return render_hint(state_from_args(args), reference_image, size)
+    head = load_head(args.head)
+    print(f"head: {head.description}", file=sys.stderr)
+    pipeline = HeadPreviewPipeline(head.data)
+    ref = reference_head(pipeline, args.reference, size, args.pose_reference, args.modes)
+    state = state_from_args(args, base=ref.state)
+    return pipeline.render(state, size, backdrop=ref.frame).hint, state
 
 
 def _load_hint(path: str, size: int):
@@ -82,12 +78,12 @@ def _load_hint(path: str, size: int):
 
 
 def _open_image(path: str):
-    from PIL import Image, UnidentifiedImageError
+    """The reference as an RGB PIL image, through the shared intake (EXIF, RGBA, CMYK, 16-bit...)."""
+    from PIL import Image
 
-    try:
-        return Image.open(path).convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
+    from caphuman.face.intake import load_image
+
+    return Image.fromarray(load_image(path))
 
 
 def _resolve_device(name: str, dtype_name: str):
@@ -122,7 +118,11 @@ def run(args) -> int:
         raise MissingWeightsError(f"no converted CapHuman weights in {weights} (model_index.json missing); run "
                                   "`python -m caphuman download all` or `python -m caphuman convert ...`")
     reference = _open_image(args.reference)
-    hint = _load_hint(args.hint, args.size) if args.hint else _render_hint(args, reference, args.size)
+    state = None
+    if args.hint:
+        hint = _load_hint(args.hint, args.size)
+    else:
+        hint, state = _render_hint(args, args.size)
 
     import torch
 
@@ -160,7 +160,8 @@ def run(args) -> int:
     for image, path in zip(out.images, paths):
         image.save(path)
     params = {k: v for k, v in vars(args).items() if k != "func"}
-    params.update(seed=seed, weights=str(weights), prompt_used=prompt, device=device, dtype=dtype_name)
+    params.update(seed=seed, weights=str(weights), prompt_used=prompt, device=device, dtype=dtype_name,
+                  head_state=state.to_dict() if state is not None else None)
     sidecar = {"parameters": params, "images": [str(p) for p in paths],
                "timings_s": {"load": round(load_s, 3), "generate": round(gen_s, 3)}}
     out_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
@@ -173,7 +174,7 @@ def _load_lora(pipe, path: str, scale: float) -> None:
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise CapHumanError("--lora needs the peft package: pip install peft") from None
+        raise MissingWeightsError("--lora needs the peft package: pip install peft") from None
     try:
         pipe.load_lora_weights(path, adapter_name="user")
         pipe.set_adapters(["user"], adapter_weights=[scale])

@@ -29,6 +29,15 @@ def add_head_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--shift-y", type=float, help="move up, in frame units")
 
 
+def add_reference_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    g = parser.add_argument_group("reference photos")
+    g.add_argument("--reference", metavar="IMG", required=required,
+                   help="reference photo: the head is fitted to it and drawn in its frame")
+    g.add_argument("--pose-reference", metavar="IMG", help="photo whose head position/pose/... are transferred")
+    g.add_argument("--modes", default="position,pose",
+                   help="what --pose-reference transfers: position,pose,expression,lighting or all")
+
+
 def _parse_expression(item: str) -> tuple[str, float]:
     if "=" not in item:
         raise InputError(f"--expression expects NAME=VALUE, got {item!r}")
@@ -101,4 +110,4 @@ def state_to_json_file(state: HeadState, path: str) -> None:
         raise InputError(f"cannot write {path}: {exc.strerror}") from None
 
 
-__all__ = ["add_head_arguments", "state_from_args", "list_expressions", "state_to_json_file"]
+__all__ = ["add_head_arguments", "add_reference_arguments", "state_from_args", "list_expressions", "state_to_json_file"]

@@ -6,14 +6,19 @@ import argparse
 import sys
 import time
 
-from caphuman.cli.head_args import add_head_arguments, list_expressions, state_from_args, state_to_json_file
+from caphuman.cli.head_args import (
+    add_head_arguments,
+    add_reference_arguments,
+    list_expressions,
+    state_from_args,
+    state_to_json_file,
+)
 from caphuman.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_head_arguments(parser)
-    parser.add_argument("--reference", metavar="IMG",
-                        help="fit the head to this photo and draw it over the photo (photo analysis)")
+    add_reference_arguments(parser)
     parser.add_argument("--size", type=int, default=512, help="output size in pixels (square, 8..2048)")
     parser.add_argument("--out", metavar="PREVIEW.png", help="preview picture (lit head over backdrop)")
     parser.add_argument("--maps", metavar="PREFIX", help="also save PREFIX_normals/_albedo/_shading.png")
@@ -47,8 +52,13 @@ def run(args: argparse.Namespace) -> int:
     pipeline = HeadPreviewPipeline(head.data)
     base = None
     backdrop = None
+    if args.pose_reference and not args.reference:
+        raise InputError("--pose-reference needs --reference (the photo whose frame is used)")
     if args.reference:
-        base, backdrop = _fit_reference(args, pipeline)
+        from caphuman.conditioning import reference_head
+
+        ref = reference_head(pipeline, args.reference, args.size, args.pose_reference, args.modes)
+        base, backdrop = ref.state, ref.frame
     if state is None:
         state = state_from_args(args, base=base)
     result = pipeline.render(state, args.size, backdrop=backdrop, draw_landmarks=args.landmarks)
@@ -72,15 +82,6 @@ def run(args: argparse.Namespace) -> int:
     written = [p for p in (args.out, args.hint, args.mesh, args.save_params) if p]
     print(f"wrote {', '.join(written) or 'nothing'} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
-
-
-def _fit_reference(args: argparse.Namespace, pipeline):
-    """Photo analysis hook: (fitted HeadState, frame image) for ``--reference``."""
-    try:
-        from caphuman.face.analysis import analyze_for_preview
-    except ImportError:
-        raise InputError("--reference needs the photo-analysis module (caphuman.face), not installed") from None
-    return analyze_for_preview(args.reference, pipeline, args.size)
 
 
 def _write(path: str, data: bytes) -> None:
