@@ -86,7 +86,8 @@ class HeadPreviewPipeline:
     # ------------------------------------------------------------------ 2-3. geometry
     @torch.no_grad()
     def pose(self, state: HeadState) -> PosedHead:
-        out = self.model(self.params_from_state(state))
+        with _single_thread():
+            out = self.model(self.params_from_state(state))
         verts = out.vertices[0].numpy()
         lms = out.landmarks[0].numpy()
         return PosedHead(
@@ -168,6 +169,20 @@ class HeadPreviewPipeline:
     def export_obj(self, state: HeadState) -> str:
         buf = self.mesh(state).export(file_type="obj")
         return buf.decode() if isinstance(buf, bytes) else buf
+
+
+class _single_thread:
+    """Run torch on one thread: the head forward is ~0.5 ms of small matmuls, and a multi-thread
+    barrier on a busy 2-core machine stalls it to ~30 ms (measured with benchmarks/preview.py)."""
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        if self.n != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.n != 1:
+            torch.set_num_threads(self.n)
 
 
 def save_mesh(pipeline: HeadPreviewPipeline, state: HeadState, path: str) -> None:

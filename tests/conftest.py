@@ -1,7 +1,4 @@
-"""Shared fixtures for the studio tests: a synthetic head file, a test photo, a running studio."""
-
-from __future__ import annotations
-
+import os
 import socket
 import sys
 from pathlib import Path
@@ -10,9 +7,42 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+
+@pytest.fixture(scope="session")
+def synthetic_head():
+    from caphuman.testing.synthetic_head import build_synthetic_head
+
+    return build_synthetic_head()
+
+
+@pytest.fixture(scope="session")
+def builtin_head():
+    from caphuman.head.model_data import HeadModelData
+    from caphuman.head.resolve import BUILTIN_PATH
+
+    assert BUILTIN_PATH.is_file(), "the built-in head asset must be committed"
+    return HeadModelData.load_npz(BUILTIN_PATH)
+
+
+@pytest.fixture(scope="session")
+def builtin_pipeline(builtin_head):
+    from caphuman.preview import HeadPreviewPipeline
+
+    return HeadPreviewPipeline(builtin_head)
+
+
+@pytest.fixture(scope="session")
+def synthetic_pipeline(synthetic_head):
+    from caphuman.preview import HeadPreviewPipeline
+
+    return HeadPreviewPipeline(synthetic_head)
+
+
+# ---------------------------------------------------------------- studio (app, API, browser)
 
 def free_port() -> int:
     with socket.socket() as s:

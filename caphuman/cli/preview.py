@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--size must be between 8 and 2048, got {args.size}")
     if not any([args.out, args.hint, args.mesh, args.save_params, args.maps]):
         args.out = "preview.png"
+    if args.mesh and not args.mesh.lower().endswith((".glb", ".obj")):
+        raise InputError(f"--mesh must end in .glb or .obj, got {args.mesh}")
     t0 = time.perf_counter()
+    state = None if args.reference else state_from_args(args)  # bad values fail before any loading
     import numpy as np
 
     from caphuman.head.resolve import load_head
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     backdrop = None
     if args.reference:
         base, backdrop = _fit_reference(args, pipeline)
-    state = state_from_args(args, base=base)
+    if state is None:
+        state = state_from_args(args, base=base)
     result = pipeline.render(state, args.size, backdrop=backdrop, draw_landmarks=args.landmarks)
     if args.out:
         _write(args.out, encode_png(result.preview))

@@ -24,12 +24,13 @@ def rodrigues(rot_vecs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 def blend_shapes(coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     """Coefficients (B, K) x directions (V, 3, K) -> offsets (B, V, 3)."""
-    return torch.einsum("bk,vck->bvc", coeffs, dirs)
+    V, C, K = dirs.shape
+    return torch.matmul(dirs.reshape(V * C, K), coeffs.T).T.reshape(-1, V, C)
 
 
 def vertices_to_joints(J_regressor: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
     """(J, V) x (B, V, 3) -> joints (B, J, 3)."""
-    return torch.einsum("jv,bvc->bjc", J_regressor, vertices)
+    return torch.matmul(J_regressor, vertices)
 
 
 def rigid_chain(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,8 +82,8 @@ def lbs(
     rot_mats = rodrigues(full_pose.reshape(-1, 3)).view(B, J, 3, 3)
     eye = torch.eye(3, dtype=coeffs.dtype, device=coeffs.device)
     pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)
-    v_posed = v_shaped + torch.einsum("bp,vcp->bvc", pose_feature, posedirs)
+    v_posed = v_shaped + blend_shapes(pose_feature, posedirs)
     posed_joints, skin = rigid_chain(rot_mats, joints, parents)
-    T = torch.einsum("vj,bjmn->bvmn", weights, skin)
+    T = torch.matmul(weights, skin.reshape(B, J, 16)).reshape(B, -1, 4, 4)
     verts = torch.matmul(T[..., :3, :3], v_posed[..., None])[..., 0] + T[..., :3, 3]
     return verts, posed_joints, rot_mats

@@ -88,6 +88,13 @@ def _rebuild_tensor_v2(storage: Any, offset: int, size: Any, stride: Any, *_: An
     return t
 
 
+def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """Protocol-2 pickles written by Python 3 store bytes as ``_codecs.encode(str, 'latin1')``."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "") not in ("latin1", "utf8"):
+        raise UnsafePickleError("pickle asks for an unexpected codec call; refused")
+    return text.encode(encoding)
+
+
 def _numpy_global(module: str, name: str) -> Any:
     if module.startswith(("numpy.core.multiarray", "numpy._core.multiarray")):
         from numpy._core import multiarray
@@ -114,6 +121,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return ChumpyStub
         if module in ("copy_reg", "copyreg") and name == "_reconstructor":
             return _reconstructor
+        if module == "_codecs" and name == "encode":
+            return _codecs_encode
         if module in ("__builtin__", "builtins") and name == "object":
             return object
         if module in ("collections",) and name == "OrderedDict":

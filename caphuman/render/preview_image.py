@@ -10,8 +10,8 @@ PHOTO_DIM = 0.45
 
 def neutral_backdrop(height: int, width: int) -> np.ndarray:
     """A soft vertical grey gradient, uint8 (H, W, 3)."""
-    ramp = np.linspace(70, 40, height, dtype=np.float32)[:, None, None]
-    return np.broadcast_to(ramp, (height, width, 3)).astype(np.uint8)
+    ramp = np.linspace(70, 40, height, dtype=np.float32).astype(np.uint8)[:, None, None]
+    return np.ascontiguousarray(np.broadcast_to(ramp, (height, width, 3)))
 
 
 def compose_preview(shaded: np.ndarray, mask: np.ndarray, backdrop: np.ndarray | None = None,
@@ -23,14 +23,13 @@ def compose_preview(shaded: np.ndarray, mask: np.ndarray, backdrop: np.ndarray |
     """
     H, W = mask.shape
     if backdrop is None:
-        base = neutral_backdrop(H, W).astype(np.float32)
+        img = neutral_backdrop(H, W)
     else:
         if backdrop.shape[:2] != (H, W):
             raise ValueError(f"backdrop is {backdrop.shape[:2]}, render is {(H, W)}")
-        base = backdrop[..., :3].astype(np.float32) * dim
-    head = np.clip(shaded.transpose(1, 2, 0), 0.0, 1.0) * 255.0
-    out = np.where(mask[..., None], head, base)
-    img = (out + 0.5).astype(np.uint8)
+        img = (backdrop[..., :3] * np.float32(dim)).astype(np.uint8)
+    head = shaded[:, mask].T  # (N, 3) covered pixels only
+    img[mask] = (np.clip(head, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if landmarks_px is not None:
         draw_points(img, landmarks_px)
     return img
