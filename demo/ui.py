@@ -101,9 +101,9 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
                     randomize = gr.Checkbox(label="Random seed", value=True)
                     used_seed = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="used-seed")
-                    num_images = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images")
+                    num_images = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images", elem_id="num-images")
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=20, step=1, label="Steps")
+                    steps = gr.Slider(1, 100, value=20, step=1, label="Steps", elem_id="steps")
                     guidance = gr.Slider(1.0, 15.0, value=7.0, step=0.5, label="Guidance")
                     strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="CapFace strength")
                     tau = gr.Slider(0, 1000, value=0, step=10, label="tau (0 = identity at every step)")

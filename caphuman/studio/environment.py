@@ -20,7 +20,7 @@ class Environment:
     def markdown(self) -> str:
         head = f"**Device:** {self.device} · **Head:** {self.head} · **Generation:** " + (
             f"ready ({self.weights})" if self.generation_ready else "not available")
-        items = "\n".join(f"- {'✅' if ok else '⚠️'} {text}" for ok, text in self.lines)
+        items = "\n".join(f"- **{'ok' if ok else 'missing'}:** {text}" for ok, text in self.lines)
         return head + ("\n\n" + items if items else "")
 
 

@@ -147,7 +147,7 @@ class Generator:
                 from caphuman.diffusion.pipeline import CapHumanPipeline
 
                 dtype = torch.float16 if self.device == "cuda" else torch.float32
-                pipe = CapHumanPipeline.from_pretrained(str(self.weights), torch_dtype=dtype)
+                pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=dtype)
                 pipe.set_progress_bar_config(disable=True)
                 self._pipe = pipe.to(self.device)
                 if (self.weights / "identity" / "identity.json").is_file():
