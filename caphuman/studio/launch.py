@@ -12,8 +12,10 @@ def create_app(head: str = "auto", weights: str | None = None, device: str = "au
     """(service, gr.Blocks with the queue configured). Models load on CPU here (ZeroGPU style);
     generation weights load in a background thread so the page is up at once."""
     from caphuman.studio.service import StudioService
+    from caphuman.studio.startup import provision_private_files
     from demo.ui import build_demo
 
+    provision_private_files()
     service = StudioService(head=head, weights=weights, device=device)
     service.warm_up(load_generator=False)  # numba compile of the renderer (first preview is fast)
     if warmup and service.generator is not None:
