@@ -64,7 +64,7 @@ def lbs(
     full_pose: torch.Tensor,
     v_template: torch.Tensor,
     shapedirs: torch.Tensor,
-    posedirs: torch.Tensor,
+    posedirs: torch.Tensor | None,
     J_regressor: torch.Tensor,
     parents: torch.Tensor,
     weights: torch.Tensor,
@@ -72,7 +72,8 @@ def lbs(
     """Shape/expression blendshapes, pose correctives and skinning.
 
     coeffs (B, K) against shapedirs (V, 3, K); full_pose (B, J*3) axis-angle per joint;
-    posedirs (V, 3, 9*(J-1)). Returns (posed vertices (B, V, 3), posed joints (B, J, 3),
+    posedirs (V, 3, 9*(J-1)) or None when
+    the model has no pose correctives. Returns (posed vertices (B, V, 3), posed joints (B, J, 3),
     rotation matrices (B, J, 3, 3)).
     """
     B = coeffs.shape[0]
@@ -82,8 +83,8 @@ def lbs(
     rot_mats = rodrigues(full_pose.reshape(-1, 3)).view(B, J, 3, 3)
     eye = torch.eye(3, dtype=coeffs.dtype, device=coeffs.device)
     pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)
-    v_posed = v_shaped + blend_shapes(pose_feature, posedirs)
+    v_posed = v_shaped if posedirs is None else v_shaped + blend_shapes(pose_feature, posedirs)
     posed_joints, skin = rigid_chain(rot_mats, joints, parents)
     T = torch.matmul(weights, skin.reshape(B, J, 16)).reshape(B, -1, 4, 4)
-    verts = torch.matmul(T[..., :3, :3], v_posed[..., None])[..., 0] + T[..., :3, 3]
+    verts = (T[..., :3, :3] * v_posed[..., None, :]).sum(-1) + T[..., :3, 3]
     return verts, posed_joints, rot_mats

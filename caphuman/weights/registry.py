@@ -119,3 +119,85 @@ def checkpoints_root() -> Path:
 def local_path(key: str, root: str | os.PathLike | None = None) -> Path:
     """Where file ``key`` lives (present or not)."""
     return (Path(root) if root is not None else checkpoints_root()) / REGISTRY[key].path
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """Presence of one registry entry. ``state``: "present", "missing", "empty" (a folder without
+    model files / a zero-byte file) or "bad-checksum"; ``size_bytes`` as found on disk."""
+
+    key: str
+    path: Path
+    state: str
+    size_bytes: int | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "present"
+
+
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex MD5 of a file (streamed)."""
+    import hashlib
+
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_status(key: str, root: str | os.PathLike | None = None, verify: bool = False) -> FileStatus:
+    """Is ``key`` present? Folders count when they hold at least one file; with ``verify`` the
+    MD5 is compared where the registry knows it (slow for multi-GB files)."""
+    w = REGISTRY[key]
+    p = local_path(key, root)
+    if p.is_dir():
+        files = [f for f in p.rglob("*") if f.is_file()]
+        if not files:
+            return FileStatus(key, p, "empty", 0, "folder has no files")
+        return FileStatus(key, p, "present", sum(f.stat().st_size for f in files))
+    if not p.is_file():
+        return FileStatus(key, p, "missing")
+    size = p.stat().st_size
+    if size == 0:
+        return FileStatus(key, p, "empty", 0, "zero-byte file")
+    if verify and w.md5:
+        got = md5sum(p)
+        if got != w.md5:
+            return FileStatus(key, p, "bad-checksum", size, f"md5 {got}, expected {w.md5}")
+    return FileStatus(key, p, "present", size)
+
+
+def where_to_get(key: str) -> str:
+    """One line: how to obtain ``key`` (download command, or the manual source for gated files)."""
+    w = REGISTRY[key]
+    if w.gated:
+        return f"licence-gated, never downloaded automatically: get it from {w.manual_url} and put it at checkpoints/{w.path}"
+    if w.hub_repo:
+        return f"python -m caphuman download {key}  (huggingface.co/{w.hub_repo})"
+    return f"download {w.manual_url} to checkpoints/{w.path}"
+
+
+def download(key: str, root: str | os.PathLike | None = None) -> Path:
+    """Fetch a non-gated Hub file/folder into the checkpoints folder with huggingface_hub.
+
+    Gated files (FLAME, DECA) and files without a Hub source raise MissingWeightsError saying
+    where to get them by hand."""
+    from caphuman.errors import MissingWeightsError
+
+    w = REGISTRY[key]
+    if w.gated or not w.hub_repo:
+        raise MissingWeightsError(f"{key}: {where_to_get(key)}")
+    import huggingface_hub
+
+    dest = local_path(key, root)
+    if w.hub_filename:
+        got = huggingface_hub.hf_hub_download(w.hub_repo, w.hub_filename, local_dir=str(dest.parent))
+        got = Path(got)
+        if got.resolve() != dest.resolve():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            got.replace(dest)
+        return dest
+    return Path(huggingface_hub.snapshot_download(w.hub_repo, local_dir=str(dest)))

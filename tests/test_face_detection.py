@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caphuman.errors import NoFaceError
+from caphuman.face.detection import InsightFaceDetector, OpenCVDetector, detect_faces
+from caphuman.face.intake import load_image
+
+from onnx_models import build_pack, white_square_image
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+
+
+@pytest.fixture(scope="module")
+def opencv():
+    return OpenCVDetector()
+
+
+@pytest.mark.parametrize("name", ["astronaut.jpg", "grace_hopper.jpg"])
+def test_fallback_finds_example_faces(opencv, name):
+    img = load_image(EXAMPLES / name)
+    det = detect_faces(img, detector=opencv)
+    assert det.backend == "opencv" and len(det.faces) == 1
+    l, t, r, b = det.face.box
+    # the face sits in the upper middle of both portraits
+    assert 0.25 * img.shape[1] < (l + r) / 2 < 0.75 * img.shape[1]
+    assert (t + b) / 2 < 0.6 * img.shape[0] and r - l > 0.15 * img.shape[1]
+
+
+def test_two_faces_picks_larger(opencv):
+    img = load_image(EXAMPLES / "astronaut.jpg")
+    face = img[40:200, 150:300]
+    small = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(face).resize((110, 117)))
+    canvas = np.full((260, 420, 3), 128, np.uint8)
+    canvas[10:170, 10:160] = face
+    canvas[20:137, 250:360] = small
+    det = detect_faces(canvas, detector=opencv)
+    assert len(det.faces) == 2
+    assert det.face.box[0] < 200  # the big one on the left
+    assert any("2 faces" in w for w in det.warnings)
+
+
+def test_no_face_is_a_clear_error(opencv):
+    img = np.full((200, 200, 3), 90, np.uint8)
+    with pytest.raises(NoFaceError, match="no face"):
+        detect_faces(img, detector=opencv)
+
+
+def test_insightface_backend_on_tiny_onnx_pack(tmp_path):
+    pack = build_pack(tmp_path / "buffalo_l")
+    det = InsightFaceDetector(pack)
+    assert set(det.app.models) >= {"detection", "recognition", "landmark_3d_68"}
+    faces = det.detect(white_square_image())
+    assert len(faces) == 1
+    f = faces[0]
+    assert np.allclose(f.box, (32, 32, 64, 64), atol=1e-3) and f.score > 0.9
+    assert f.keypoints.shape == (5, 2) and f.landmarks.shape == (68, 2) and f.landmarks_3d.shape == (68, 3)
+    assert f.embedding.shape == (512,) and abs(np.linalg.norm(f.embedding) - 1) < 1e-4
+    assert f.pose is not None and len(f.pose) == 3
+    # landmarks land inside/around the box; the chin is lowest
+    assert f.landmarks[8, 1] > f.landmarks[30, 1] > f.landmarks[19, 1]
+
+
+def test_get_detector_auto_uses_pack(tmp_path, monkeypatch):
+    import caphuman.face.detection as detection
+
+    build_pack(tmp_path / "insightface" / "models" / "buffalo_l")
+    monkeypatch.setenv("CAPHUMAN_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr(detection, "_DETECTORS", {})
+    d, notes = detection.get_detector("auto")
+    assert d.name == "insightface" and notes == []
+    monkeypatch.setenv("CAPHUMAN_CHECKPOINTS", str(tmp_path / "nothing"))
+    monkeypatch.setattr(detection, "insightface_model_dir", lambda root=None: None)
+    d, notes = detection.get_detector("auto")
+    assert d.name == "opencv" and "fallback" in notes[0]
