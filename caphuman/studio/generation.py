@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from caphuman.errors import InputError, MissingWeightsError
+from caphuman.errors import CapHumanError, InputError, MissingWeightsError
 
 SCHEDULERS = ("ddim", "dpmpp")
 RESOLUTIONS = (128, 256, 384, 512, 640, 768)
@@ -192,10 +192,8 @@ class Generator:
                 from caphuman.face.similarity import identity_similarity
 
                 results = [identity_similarity(reference_rgb, img) for img in images]
-                name = getattr(results[0], "recognizer", None) if results else None
-                vals = [float(getattr(r, "score", r)) for r in results]
-                return vals, str(name or "caphuman.face")
-            except Exception:  # noqa: BLE001 - fall back to the pipeline's own recogniser
+                return [r.score for r in results], results[0].recognizer if results else "arcface"
+            except CapHumanError:  # no weights / no face in a generated image: the pipeline's own recogniser
                 pass
         from PIL import Image
 

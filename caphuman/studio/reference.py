@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from caphuman.controls.state import HeadState
-from caphuman.errors import InputError, NoFaceError
+from caphuman.errors import InputError
 
 #: Largest accepted upload side after decoding (pixels); larger photos are downscaled.
 MAX_SIDE = 4096
@@ -112,28 +112,35 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(frame, (size, size), interpolation=interp))
 
 
-def analyze(source, size: int = 512, pipeline=None) -> Reference:
-    """Decode, detect, fit. Raises :class:`InputError` / :class:`NoFaceError` with clear messages."""
+def analyze(source, size: int = 512, target=None) -> Reference:
+    """Decode, detect, fit. ``target``: :func:`fit_target` of the active head (None: no fit).
+    Raises :class:`InputError` / :class:`NoFaceError` with clear messages."""
     photo = load_photo(source)
     if analysis_available():
-        return _with_analysis(photo, size, pipeline)
+        return _with_analysis(photo, size, target)
     frame = centre_square(photo, size)
     return Reference(frame=frame, photo=photo, state=HeadState(), detector="none",
                      warnings=["photo analysis is not installed (caphuman.face): the head was not fitted "
                                "to the photo; the frame is the photo's centre square"])
 
 
-def _with_analysis(photo: np.ndarray, size: int, pipeline) -> Reference:
-    from caphuman.face.analysis import analyze_reference
+def fit_target(head_data, kind: str):
+    """The analysis module's fit target for the active head model (None without the module)."""
+    if not analysis_available():
+        return None
+    from caphuman.face.analysis import FitTarget
 
-    result = analyze_reference(photo)
-    frame = np.asarray(getattr(result, "frame", None) if getattr(result, "frame", None) is not None
-                       else getattr(result, "image"))
-    if frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
-    state = getattr(result, "state", None) or getattr(result, "head_state", None) or HeadState()
-    detector = str(getattr(result, "detector", None) or getattr(result, "detector_name", "unknown"))
-    if getattr(result, "face", "present") is None:
-        raise NoFaceError("no face found in the photo: use a clear, front-lit photo with one face")
-    return Reference(frame=resize_frame(frame, size), photo=photo, state=state, detector=detector,
-                     warnings=[str(w) for w in (getattr(result, "warnings", None) or [])], analysis=result)
+    return FitTarget.from_model_data(head_data, kind)
+
+
+def _with_analysis(photo: np.ndarray, size: int, target) -> Reference:
+    from caphuman.face.analysis import analyze_reference, load_encoders
+
+    encoders = load_encoders(clip=False)  # cached; missing weights are skipped with a warning
+    result = analyze_reference(photo, size, target=target, encoders=encoders, what="the reference photo")
+    face = result.face
+    detector = f"{result.backend} ({len(result.faces)} face{'s' if len(result.faces) != 1 else ''}, fit: {result.fit})"
+    del face
+    return Reference(frame=resize_frame(np.asarray(result.frame, np.uint8), size), photo=result.image,
+                     state=result.reset_state(), detector=detector, warnings=[str(w) for w in result.warnings],
+                     analysis=result)

@@ -72,6 +72,7 @@ class StudioService:
         self.head_kind, self.head_description = resolved.kind, resolved.description
         self.pipeline = HeadPreviewPipeline(resolved.data)
         self.num_expression = self.pipeline.model.num_expression
+        self.fit_target = reference_mod.fit_target(resolved.data, resolved.kind)
         self._render_lock = threading.Lock()
         self.weights = weights
         self.generator = Generator(weights, self.device) if weights else None
@@ -100,7 +101,7 @@ class StudioService:
 
     # ------------------------------------------------------------------ analysis
     def analyze(self, source, size: int = PREVIEW_SIZE) -> reference_mod.Reference:
-        return reference_mod.analyze(source, size, self.pipeline)
+        return reference_mod.analyze(source, size, self.fit_target)
 
     def transfer_from(self, source, current: HeadState, modes) -> tuple[HeadState, list[str]]:
         """Fit the pose-reference photo and copy the chosen ``modes`` onto ``current``."""
