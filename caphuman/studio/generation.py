@@ -1,0 +1,205 @@
+"""Generation adapter: validated parameters -> the diffusion backend -> captioned images.
+
+Only this module touches :mod:`caphuman.diffusion`. Without the module or the weights it raises
+:class:`MissingWeightsError` with the command that fixes it; the preview studio keeps working.
+"""
+
+from __future__ import annotations
+
+from caphuman.studio import has_module
+import math
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from caphuman.errors import CapHumanError, InputError, MissingWeightsError
+
+SCHEDULERS = ("ddim", "dpmpp")
+RESOLUTIONS = (128, 256, 384, 512, 640, 768)
+MAX_IMAGES = 8
+MAX_SEED = 2**31 - 1
+TINY_MODEL_HINT = "python -m caphuman.testing.tiny_model --out /tmp/tiny && python app.py --weights /tmp/tiny"
+WEIGHTS_HINT = ("pass --weights DIR (a diffusers CapHuman folder: `python -m caphuman download` then "
+                "`python -m caphuman convert`), or try the pipeline with a tiny random model: " + TINY_MODEL_HINT)
+
+
+@dataclass
+class GenerationParams:
+    """prompt / negative_prompt: text; seed: -1 = random; steps: 1..150; guidance: CFG scale 1..30;
+    strength: CapFace residual scale 0..2; tau: DDPM timestep above which CapFace's identity
+    context is off (0 = never); num_images: 1..8; resolution: output side in pixels (64..1024,
+    multiple of 64); scheduler: ``ddim`` | ``dpmpp``."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    guidance: float = 7.0
+    strength: float = 1.0
+    tau: int = 0
+    num_images: int = 1
+    resolution: int = 512
+    scheduler: str = "ddim"
+
+    def validated(self) -> "GenerationParams":
+        prompt = (self.prompt or "").strip()
+        if not prompt:
+            raise InputError("enter a prompt, e.g. 'a photo of a person, studio lighting'")
+        if len(prompt) > 2000:
+            raise InputError("the prompt is too long (2000 characters at most)")
+
+        def num(name, v, lo, hi, integer=False):
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"{name} must be a number, got {v!r}") from None
+            if not math.isfinite(x):
+                raise InputError(f"{name} must be a finite number, got {x}")
+            if integer and x != int(x):
+                raise InputError(f"{name} must be a whole number, got {x:g}")
+            if not lo <= x <= hi:
+                raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {x:g}")
+            return int(x) if integer else x
+
+        seed = num("seed", self.seed, -1, MAX_SEED, integer=True)
+        resolution = num("resolution", self.resolution, 64, 1024, integer=True)
+        if resolution % 64:
+            raise InputError(f"resolution must be a multiple of 64, got {resolution}")
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        return GenerationParams(
+            prompt=prompt, negative_prompt=(self.negative_prompt or "").strip()[:2000],
+            seed=random.randint(0, MAX_SEED) if seed == -1 else seed,
+            steps=num("steps", self.steps, 1, 150, integer=True),
+            guidance=num("guidance", self.guidance, 1.0, 30.0),
+            strength=num("CapFace strength", self.strength, 0.0, 2.0),
+            tau=num("tau", self.tau, 0, 1000, integer=True),
+            num_images=num("number of images", self.num_images, 1, MAX_IMAGES, integer=True),
+            resolution=resolution, scheduler=self.scheduler,
+        )
+
+
+@dataclass
+class GeneratedImage:
+    """image: uint8 (H, W, 3); seed: the seed that reproduces it alone; similarity: cosine identity
+    similarity to the reference (None when no recogniser is available); recognizer: its name."""
+
+    image: np.ndarray
+    seed: int
+    similarity: float | None
+    recognizer: str
+
+    @property
+    def caption(self) -> str:
+        sim = "identity n/a" if self.similarity is None else f"identity {self.similarity:.2f} ({self.recognizer})"
+        return f"seed {self.seed} · {sim}"
+
+
+def backend_available() -> bool:
+    return has_module("caphuman.diffusion") and (
+        has_module("caphuman.diffusion.pipeline"))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise InputError("--device cuda: no CUDA GPU is visible (use --device auto or cpu)")
+    return "cpu"
+
+
+class Generator:
+    """Loads the CapHuman pipeline + identity encoder from a weights folder once, on ``device``."""
+
+    def __init__(self, weights: str | Path, device: str = "cpu"):
+        self.weights = Path(weights).expanduser()
+        self.device = device
+        self._lock = threading.Lock()
+        self._pipe = None
+        self._identity = None
+
+    def check(self) -> None:
+        """Raise :class:`MissingWeightsError` with the fix when anything needed is absent."""
+        if not backend_available():
+            raise MissingWeightsError("the diffusion backend (caphuman.diffusion) is not installed in this build")
+        if not (self.weights / "model_index.json").is_file():
+            raise MissingWeightsError(f"{self.weights} is not a CapHuman diffusers folder (no model_index.json); "
+                                      + WEIGHTS_HINT)
+
+    def load(self):
+        """Load once (thread-safe); returns (pipeline, identity encoder or None)."""
+        with self._lock:
+            if self._pipe is None:
+                self.check()
+                import torch
+
+                from caphuman.diffusion.pipeline import CapHumanPipeline
+
+                dtype = torch.float16 if self.device == "cuda" else torch.float32
+                pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=dtype)
+                pipe.set_progress_bar_config(disable=True)
+                self._pipe = pipe.to(self.device)
+                if (self.weights / "identity" / "identity.json").is_file():
+                    from caphuman.diffusion.identity import load_identity_encoder
+
+                    self._identity = load_identity_encoder(self.weights / "identity", device=self.device)
+            return self._pipe, self._identity
+
+    def generate(self, reference_rgb: np.ndarray, hint: np.ndarray, params: GenerationParams,
+                 on_step: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
+        """reference_rgb: uint8 photo (H, W, 3); hint: (9, R, R) float32 at ``params.resolution``."""
+        import torch
+        from PIL import Image
+
+        from caphuman.diffusion.schedulers import make_scheduler
+
+        pipe, identity = self.load()
+        if identity is None:
+            raise MissingWeightsError(f"no identity encoders in {self.weights / 'identity'} (identity.json)")
+        ref = Image.fromarray(reference_rgb)
+        ident = identity.encode_identity(ref)
+        pipe.scheduler = make_scheduler(params.scheduler)
+        seeds = [(params.seed + i) % (MAX_SEED + 1) for i in range(params.num_images)]
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        steps = params.steps
+        out = pipe(
+            prompt=params.prompt, negative_prompt=params.negative_prompt, hint=hint,
+            id_embedding=ident.id_embedding, face_image=ident.face_only_image,
+            num_images=params.num_images, num_inference_steps=steps, guidance_scale=params.guidance,
+            strength=params.strength, tau=params.tau, generator=gens, output_type="np",
+            callback=(lambda i, t, lat: on_step(i + 1, steps)) if on_step else None,
+        )
+        images = np.asarray(out.images)
+        sims, name = self.similarities(reference_rgb, images, identity)
+        return [GeneratedImage(img, s, sim, name) for img, s, sim in zip(images, seeds, sims)]
+
+    @staticmethod
+    def similarities(reference_rgb, images, identity) -> tuple[list[float | None], str]:
+        """Cosine identity similarity of each image to the reference, and the recogniser's name."""
+        if has_module("caphuman.face.similarity"):
+            try:
+                from caphuman.face.similarity import identity_similarity
+
+                results = [identity_similarity(reference_rgb, img) for img in images]
+                return [r.score for r in results], results[0].recognizer if results else "arcface"
+            except CapHumanError:  # no weights / no face in a generated image: the pipeline's own recogniser
+                pass
+        from PIL import Image
+
+        ref = identity.embed(Image.fromarray(reference_rgb))
+        vals = []
+        for img in images:
+            emb = identity.embed(Image.fromarray(img))
+            vals.append(float((ref * emb).sum()))
+        return vals, "FaceNet of the weights folder"

@@ -1,0 +1,41 @@
+"""Build the service and the page, then serve (used by ``app.py`` and the tests)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from caphuman.studio import serving
+
+
+def create_app(head: str = "auto", weights: str | None = None, device: str = "auto", warmup: bool = True):
+    """(service, gr.Blocks with the queue configured). Models load on CPU here (ZeroGPU style);
+    generation weights load in a background thread so the page is up at once."""
+    from caphuman.studio.service import StudioService
+    from caphuman.studio.startup import provision_private_files
+    from demo.ui import build_demo
+
+    provision_private_files()
+    service = StudioService(head=head, weights=weights, device=device)
+    service.warm_up(load_generator=False)  # numba compile of the renderer (first preview is fast)
+    if warmup and service.generator is not None:
+        threading.Thread(target=service.warm_up, name="load-generator", daemon=True).start()
+    demo = build_demo(service)
+    demo.queue(max_size=serving.QUEUE_MAX_SIZE, default_concurrency_limit=serving.PREVIEW_CONCURRENCY)
+    return service, demo
+
+
+def launch_kwargs(host: str | None, port: int | None) -> dict:
+    from demo.ui import CSS, example_photos
+
+    allowed = sorted({str(__import__("pathlib").Path(p).parent) for p in example_photos()})
+    return dict(server_name=serving.resolve_host(host), server_port=serving.resolve_port(port),
+                max_file_size=serving.MAX_FILE_SIZE, show_error=False, footer_links=["api"],
+                allowed_paths=allowed, css=CSS, ssr_mode=False)
+
+
+def launch(host=None, port=None, weights=None, device="auto", head="auto", warmup=True, block=True):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    service, demo = create_app(head=head, weights=weights, device=device, warmup=warmup)
+    demo.launch(prevent_thread_lock=not block, **launch_kwargs(host, port))
+    return service, demo

@@ -1,0 +1,146 @@
+"""StudioService: the one object the UI, the API and the tests call.
+
+``analyze`` (photo -> frame + fitted state), ``preview`` (state -> preview + maps + hint, no GPU),
+``glb`` (state -> mesh bytes) and ``generate`` (photo + state + parameters -> captioned images).
+Thread-safe; holds no per-user data (the UI keeps that in ``gr.State``).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from caphuman.controls.state import HeadState
+from caphuman.errors import CapHumanError, InputError
+from caphuman.preview import HeadPreviewPipeline, PreviewResult
+from caphuman.studio import reference as reference_mod
+from caphuman.studio.environment import Environment, describe
+from caphuman.studio.generation import GeneratedImage, GenerationParams, Generator, resolve_device
+from caphuman.studio.gpu import gpu
+
+#: Live preview side (pixels).
+PREVIEW_SIZE = 512
+#: GPU seconds requested per generation on ZeroGPU.
+GPU_DURATION = 120
+
+
+@dataclass
+class Checked:
+    """A value plus the warnings raised while validating it (shown as ``gr.Warning``)."""
+
+    value: object
+    warnings: list[str] = field(default_factory=list)
+
+
+def validated_state(state: HeadState | dict | str) -> Checked:
+    """HeadState / dict / JSON -> validated HeadState; clamping warnings collected, NaN refused."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if isinstance(state, str):
+            if not state.strip():
+                out = HeadState().validated()
+            else:
+                out = HeadState.from_json(state)
+        elif isinstance(state, dict):
+            out = HeadState.from_dict(state)
+        elif isinstance(state, HeadState):
+            out = state.validated()
+        else:
+            raise InputError("head state must be a JSON object")
+    return Checked(out, [str(w.message) for w in caught if issubclass(w.category, UserWarning)])
+
+
+@gpu(duration=GPU_DURATION)
+def _generate_on_gpu(generator: Generator, reference_rgb, hint, params, on_step):
+    """The only GPU function (ZeroGPU attaches a GPU for its duration)."""
+    return generator.generate(reference_rgb, hint, params, on_step)
+
+
+class StudioService:
+    """head: ``auto`` | ``builtin`` | PATH; weights: diffusers CapHuman folder or None; device:
+    ``auto`` | ``cpu`` | ``cuda``."""
+
+    def __init__(self, head: str = "auto", weights: str | None = None, device: str = "auto"):
+        from caphuman.head.resolve import load_head
+
+        self.device = resolve_device(device)
+        resolved = load_head(head)
+        self.head_kind, self.head_description = resolved.kind, resolved.description
+        self.pipeline = HeadPreviewPipeline(resolved.data)
+        self.num_expression = self.pipeline.model.num_expression
+        self.fit_target = reference_mod.fit_target(resolved.data, resolved.kind)
+        self._render_lock = threading.Lock()
+        self.weights = weights
+        self.generator = Generator(weights, self.device) if weights else None
+        self.generator_error: str | None = None
+        if self.generator is not None:
+            try:
+                self.generator.check()
+            except CapHumanError as exc:
+                self.generator_error = str(exc)
+
+    # ------------------------------------------------------------------ status
+    def environment(self) -> Environment:
+        return describe(self.device, self.head_description, self.head_kind, self.weights,
+                        self.generator_error, reference_mod.analysis_available())
+
+    def warm_up(self, load_generator: bool = True) -> None:
+        """Compile the renderer (numba) and load the generation models (CPU first, as ZeroGPU expects)."""
+        self.preview(HeadState(), None, 64)
+        if load_generator and self.generator is not None and not self.generator_error:
+            try:
+                self.generator.load()
+            except CapHumanError as exc:
+                self.generator_error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - reported in the banner, never a crash
+                self.generator_error = f"could not load {self.weights}: {exc.__class__.__name__}: {exc}"
+
+    # ------------------------------------------------------------------ analysis
+    def analyze(self, source, size: int = PREVIEW_SIZE) -> reference_mod.Reference:
+        return reference_mod.analyze(source, size, self.fit_target)
+
+    def transfer_from(self, source, current: HeadState, modes) -> tuple[HeadState, list[str]]:
+        """Fit the pose-reference photo and copy the chosen ``modes`` onto ``current``."""
+        from caphuman.studio.controls import transfer
+
+        if not modes:
+            raise InputError("tick at least one of position / pose / expression / lighting")
+        ref = self.analyze(source)
+        return transfer(current, ref.state, modes), ref.warnings
+
+    # ------------------------------------------------------------------ preview
+    def preview(self, state: HeadState, frame: np.ndarray | None = None, size: int = PREVIEW_SIZE,
+                landmarks: bool = False) -> PreviewResult:
+        """Render a validated state over ``frame`` (uint8 square, resized to ``size``)."""
+        if not isinstance(size, (int, np.integer)) or not 64 <= int(size) <= 1024:
+            raise InputError(f"preview size must be a whole number between 64 and 1024, got {size!r}")
+        backdrop = None if frame is None else reference_mod.resize_frame(frame, int(size))
+        with self._render_lock:
+            return self.pipeline.render(state, int(size), backdrop=backdrop, draw_landmarks=landmarks,
+                                        validate=False)
+
+    def glb(self, state: HeadState) -> bytes:
+        with self._render_lock:
+            return self.pipeline.export_glb(state)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, reference_rgb: np.ndarray | None, state: HeadState, params: GenerationParams,
+                 on_step: Callable[[int, int], None] | None = None) -> tuple[list[GeneratedImage], GenerationParams]:
+        """Returns the images and the parameters actually used (the drawn seed included)."""
+        from caphuman.errors import MissingWeightsError
+        from caphuman.studio.generation import WEIGHTS_HINT
+
+        params = params.validated()
+        if reference_rgb is None:
+            raise InputError("upload a reference photo first")
+        if self.generator is None:
+            raise MissingWeightsError("Generate needs model weights: " + WEIGHTS_HINT)
+        if self.generator_error:
+            raise MissingWeightsError(self.generator_error)
+        with self._render_lock:
+            hint = self.pipeline.render(state, params.resolution, validate=False).hint
+        return _generate_on_gpu(self.generator, reference_rgb, hint, params, on_step), params

@@ -1,0 +1,32 @@
+"""Where and how the studio is served: host choice, upload limit, queue sizes."""
+
+from __future__ import annotations
+
+import os
+
+#: Largest upload accepted by the server.
+MAX_FILE_SIZE = "20mb"
+#: Concurrent preview renders (CPU only, ~15 ms each at 512^2).
+PREVIEW_CONCURRENCY = 16
+#: Concurrent generations (one per GPU).
+GENERATE_CONCURRENCY = 1
+#: Queued jobs beyond which new requests are refused.
+QUEUE_MAX_SIZE = 64
+
+
+def on_spaces() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def resolve_host(host: str | None) -> str:
+    """``--host`` when given, else 0.0.0.0 on Hugging Face Spaces (``SPACE_ID`` set), else 127.0.0.1."""
+    if host:
+        return host
+    return "0.0.0.0" if on_spaces() else "127.0.0.1"
+
+
+def resolve_port(port: int | None) -> int:
+    """``--port``, else ``GRADIO_SERVER_PORT``, else 7860."""
+    if port is not None:
+        return int(port)
+    return int(os.environ.get("GRADIO_SERVER_PORT", "7860"))

@@ -1,0 +1,91 @@
+"""The named API endpoints ``/analyze``, ``/preview`` and ``/generate`` (stateless, for
+``gradio_client``), built on hidden components so Gradio handles uploads and file results.
+
+    /analyze(photo: file) -> (frame: image, head_state: str JSON, report: str)
+    /preview(head_state: str JSON, backdrop: file | None, size: int 64..1024)
+        -> (preview: image, normals: image, albedo: image, shading: image, hint: file .npy (9, H, W) float32)
+    /generate(photo: file, head_state: str JSON, prompt: str, negative_prompt: str, seed: int (-1 random),
+              steps: int, guidance: float, strength: float, tau: int, num_images: int 1..8,
+              resolution: int (multiple of 64), scheduler: "ddim" | "dpmpp")
+        -> (gallery: list of (image, caption "seed S · identity X (recogniser)"), seed: int used)
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from caphuman.studio import serving
+from caphuman.studio.generation import SCHEDULERS, GenerationParams
+from caphuman.studio.service import StudioService, validated_state
+from demo import files
+from demo.handlers import _int, user_errors
+
+
+def add_api(service: StudioService) -> None:
+    """Call inside ``gr.Blocks``: adds the hidden components and the three endpoints."""
+
+    @user_errors
+    def analyze(photo):
+        """Analyse a reference photo: the square frame, the fitted head state (JSON) and a report."""
+        ref = service.analyze(photo)
+        for w in ref.warnings:
+            gr.Warning(w)
+        return files.jpeg(ref.frame, "frame"), ref.state.to_json(), ref.report()
+
+    @user_errors
+    def preview(head_state, backdrop, size):
+        """Render a head state (JSON) over an optional backdrop (e.g. /analyze's frame)."""
+        checked = validated_state(head_state or "")
+        for w in checked.warnings:
+            gr.Warning(w)
+        frame = None
+        if backdrop is not None:
+            from caphuman.studio.reference import centre_square, load_photo
+
+            frame = centre_square(load_photo(backdrop), 512)
+        result = service.preview(checked.value, frame, _int(size) if size is not None else 512)
+        m = result.maps
+        return (files.png(result.preview, "preview"), files.png(m["normals"], "normals"),
+                files.png(m["albedo"], "albedo"), files.png(m["shading"], "shading"), files.npy(result.hint, "hint"))
+
+    @user_errors
+    def generate(photo, head_state, prompt, negative_prompt, seed, steps, guidance, strength, tau,
+                 num_images, resolution, scheduler, progress=gr.Progress()):
+        """Generate portraits of the reference person posed as ``head_state``."""
+        checked = validated_state(head_state or "")
+        for w in checked.warnings:
+            gr.Warning(w)
+        params = GenerationParams(prompt=prompt, negative_prompt=negative_prompt or "", seed=_int(seed),
+                                  steps=_int(steps), guidance=guidance, strength=strength, tau=_int(tau),
+                                  num_images=_int(num_images), resolution=_int(resolution), scheduler=scheduler)
+        params = params.validated()  # reject bad values before decoding the photo
+        ref = service.analyze(photo)
+        images, used = service.generate(ref.photo, checked.value, params,
+                                        on_step=lambda i, n: progress((i, n), desc="denoising", unit="steps"))
+        return [(files.png(g.image, f"seed{g.seed}"), g.caption) for g in images], used.seed
+
+    with gr.Column(visible=False, elem_id="api-components"):
+        a_photo = gr.File(label="photo", type="filepath")
+        a_frame = gr.Image(label="frame", type="filepath")
+        a_state = gr.Textbox(label="head_state")
+        a_report = gr.Textbox(label="report")
+        a_backdrop = gr.File(label="backdrop", type="filepath")
+        a_size = gr.Number(label="size", value=512, precision=0)
+        a_prev = [gr.Image(label=n, type="filepath") for n in ("preview", "normals", "albedo", "shading")]
+        a_hint = gr.File(label="hint")
+        g_in = [gr.Textbox(label="prompt"), gr.Textbox(label="negative_prompt"),
+                gr.Number(label="seed", value=-1, precision=0), gr.Number(label="steps", value=20, precision=0),
+                gr.Number(label="guidance", value=7.0), gr.Number(label="strength", value=1.0),
+                gr.Number(label="tau", value=0, precision=0), gr.Number(label="num_images", value=1, precision=0),
+                gr.Number(label="resolution", value=512, precision=0),
+                gr.Dropdown(label="scheduler", choices=list(SCHEDULERS), value="ddim")]
+        g_gallery = gr.Gallery(label="images")
+        g_seed = gr.Number(label="seed", precision=0)
+        b1, b2, b3 = gr.Button(visible=False), gr.Button(visible=False), gr.Button(visible=False)
+
+    b1.click(analyze, [a_photo], [a_frame, a_state, a_report], api_name="analyze",
+             concurrency_limit=serving.PREVIEW_CONCURRENCY, concurrency_id="preview")
+    b2.click(preview, [a_state, a_backdrop, a_size], [*a_prev, a_hint], api_name="preview",
+             concurrency_limit=serving.PREVIEW_CONCURRENCY, concurrency_id="preview")
+    b3.click(generate, [a_photo, a_state, *g_in], [g_gallery, g_seed], api_name="generate",
+             concurrency_limit=serving.GENERATE_CONCURRENCY, concurrency_id="gpu")
