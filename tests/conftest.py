@@ -91,11 +91,7 @@ def example_photo(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
-    """A tiny random CapHuman model folder, or None when the diffusion backend is absent."""
-    import importlib.util
-
-    if importlib.util.find_spec("caphuman.testing.tiny_model") is None:
-        return None
+    """A tiny random CapHuman model folder (CPU, seconds)."""
     from caphuman.testing.tiny_model import write_tiny_model
 
     return str(write_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
