@@ -52,7 +52,7 @@ def describe(device: str, head_description: str, head_kind: str, weights: str | 
     else:
         lines.append((False, "photo analysis (caphuman.face) not installed: uploads are centre-cropped, the head is not fitted"))
     if weights is None:
-        lines.append((False, "generation weights: none given. " + WEIGHTS_HINT))
+        lines.append((False, "generation weights: not found. " + WEIGHTS_HINT))
     elif generator_error:
         lines.append((False, f"generation weights: {generator_error}"))
     else:

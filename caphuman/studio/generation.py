@@ -23,8 +23,9 @@ RESOLUTIONS = (128, 256, 384, 512, 640, 768)
 MAX_IMAGES = 8
 MAX_SEED = 2**31 - 1
 TINY_MODEL_HINT = "python -m caphuman.testing.tiny_model --out /tmp/tiny && python app.py --weights /tmp/tiny"
-WEIGHTS_HINT = ("pass --weights DIR (a diffusers CapHuman folder: `python -m caphuman download` then "
-                "`python -m caphuman convert`), or try the pipeline with a tiny random model: " + TINY_MODEL_HINT)
+WEIGHTS_HINT = ("run `python -m caphuman download all` (downloads and converts into checkpoints/caphuman-diffusers, "
+                "found automatically) or pass --weights DIR (a folder made by `python -m caphuman convert`); "
+                "to try the pipeline with a tiny random model: " + TINY_MODEL_HINT)
 
 
 @dataclass
