@@ -152,3 +152,46 @@ def test_download_verifies_and_places_files(tmp_path, monkeypatch):
     with pytest.raises(CapHumanError, match="md5 check"):
         dl.fetch(bad, tmp_path, log=lambda *_: None)
     assert "caphuman" in REGISTRY
+
+
+def _tiny_face_encoders(with_facenet=True):
+    from caphuman.face.analysis import Encoders
+    from caphuman.face.facenet import InceptionResnetV1
+    from caphuman.face.parsing import BiSeNet
+
+    torch.manual_seed(0)
+    net = InceptionResnetV1(width=0.0625, blocks=(1, 1, 1), num_classes=None).eval() if with_facenet else None
+    return Encoders(facenet=net, parser=BiSeNet(n_classes=19, width=8).eval())
+
+
+def test_generate_with_real_weights_layout_uses_face_encoders(tiny_dir, tmp_path, monkeypatch):
+    """A converted folder has no identity/: FaceNet + BiSeNet come from caphuman.face (checkpoints/)."""
+    import shutil
+    from pathlib import Path
+
+    import caphuman.face.analysis as analysis
+    from caphuman.conditioning import FaceIdentityEncoder, identity_encoder_for
+
+    weights = tmp_path / "converted"
+    shutil.copytree(tiny_dir, weights)
+    shutil.rmtree(weights / "identity")
+    monkeypatch.setattr(analysis, "load_encoders", lambda root=None, clip=True: _tiny_face_encoders())
+    enc = identity_encoder_for(weights)
+    assert isinstance(enc, FaceIdentityEncoder)
+    photo = Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg"
+    from PIL import Image
+
+    ident = enc.encode_identity(Image.open(photo))
+    assert tuple(ident.id_embedding.shape) == (1, 512)
+    assert abs(float(ident.id_embedding.norm()) - 1.0) < 1e-4
+    assert ident.face_only_image.size == Image.open(photo).size
+    assert (np.asarray(ident.face_only_image) == 255).all(-1).mean() > 0.0  # some classes whitened
+    rc = _main("generate", "--weights", str(weights), "--reference", str(photo), "--prompt", "x", "--steps", "1",
+               "--size", "64", "--device", "cpu", "--out", str(tmp_path / "o.png"))
+    assert rc == 0 and (tmp_path / "o.png").is_file()
+    # Without the FaceNet file: one clear error naming it.
+    monkeypatch.setattr(analysis, "load_encoders", lambda root=None, clip=True: _tiny_face_encoders(False))
+    from caphuman.errors import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError, match="20180402-114759-vggface2.pt"):
+        identity_encoder_for(weights)

@@ -126,7 +126,7 @@ def run(args) -> int:
 
     import torch
 
-    from caphuman.diffusion.identity import load_identity_encoder
+    from caphuman.conditioning import identity_encoder_for
     from caphuman.diffusion.pipeline import CapHumanPipeline
     from caphuman.diffusion.schedulers import make_scheduler
 
@@ -141,7 +141,7 @@ def run(args) -> int:
         pipe.enable_model_cpu_offload()
     else:
         pipe.to(device)
-    identity = load_identity_encoder(weights / "identity", device=device)
+    identity = identity_encoder_for(weights, device=device)
     ident = identity.encode_identity(reference)
     load_s = time.perf_counter() - t0
 

@@ -129,6 +129,7 @@ class Generator:
         self._lock = threading.Lock()
         self._pipe = None
         self._identity = None
+        self._identity_error = "no identity encoders"
 
     def check(self) -> None:
         """Raise :class:`MissingWeightsError` with the fix when anything needed is absent."""
@@ -151,10 +152,12 @@ class Generator:
                 pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=dtype)
                 pipe.set_progress_bar_config(disable=True)
                 self._pipe = pipe.to(self.device)
-                if (self.weights / "identity" / "identity.json").is_file():
-                    from caphuman.diffusion.identity import load_identity_encoder
+                from caphuman.conditioning import identity_encoder_for
 
-                    self._identity = load_identity_encoder(self.weights / "identity", device=self.device)
+                try:
+                    self._identity = identity_encoder_for(self.weights, device=self.device)
+                except MissingWeightsError as exc:
+                    self._identity_error = str(exc)
             return self._pipe, self._identity
 
     def generate(self, reference_rgb: np.ndarray, hint: np.ndarray, params: GenerationParams,
@@ -167,7 +170,7 @@ class Generator:
 
         pipe, identity = self.load()
         if identity is None:
-            raise MissingWeightsError(f"no identity encoders in {self.weights / 'identity'} (identity.json)")
+            raise MissingWeightsError(self._identity_error)
         ref = Image.fromarray(reference_rgb)
         ident = identity.encode_identity(ref)
         pipe.scheduler = make_scheduler(params.scheduler)
