@@ -50,14 +50,16 @@ def add_api(service: StudioService) -> None:
 
     @user_errors
     def generate(photo, head_state, prompt, negative_prompt, seed, steps, guidance, strength, tau,
-                 num_images, resolution, scheduler, progress=gr.Progress()):
+                 num_images, resolution, scheduler, lora="none", lora_scale=1.0, model="default",
+                 progress=gr.Progress()):
         """Generate portraits of the reference person posed as ``head_state``."""
         checked = validated_state(head_state or "")
         for w in checked.warnings:
             gr.Warning(w)
         params = GenerationParams(prompt=prompt, negative_prompt=negative_prompt or "", seed=_int(seed),
                                   steps=_int(steps), guidance=guidance, strength=strength, tau=_int(tau),
-                                  num_images=_int(num_images), resolution=_int(resolution), scheduler=scheduler)
+                                  num_images=_int(num_images), resolution=_int(resolution), scheduler=scheduler,
+                                  lora=lora, lora_scale=lora_scale, model=model)
         params = params.validated()  # reject bad values before decoding the photo
         ref = service.analyze(photo)
         images, used = service.generate(ref.photo, checked.value, params,
@@ -78,7 +80,9 @@ def add_api(service: StudioService) -> None:
                 gr.Number(label="guidance", value=7.0), gr.Number(label="strength", value=1.0),
                 gr.Number(label="tau", value=0, precision=0), gr.Number(label="num_images", value=1, precision=0),
                 gr.Number(label="resolution", value=512, precision=0),
-                gr.Dropdown(label="scheduler", choices=list(SCHEDULERS), value="ddim")]
+                gr.Dropdown(label="scheduler", choices=list(SCHEDULERS), value="ddim"),
+                gr.Textbox(label="lora", value="none"), gr.Number(label="lora_scale", value=1.0),
+                gr.Textbox(label="model", value="default")]
         g_gallery = gr.Gallery(label="images")
         g_seed = gr.Number(label="seed", precision=0)
         b1, b2, b3 = gr.Button(visible=False), gr.Button(visible=False), gr.Button(visible=False)

@@ -157,13 +157,14 @@ class Handlers:
     # generation ---------------------------------------------------------------
     @user_errors
     def generate(self, session, prompt, negative, seed, randomize, steps, guidance, strength, tau,
-                 num_images, resolution, scheduler, *values, progress=gr.Progress()):
+                 num_images, resolution, scheduler, model, lora, lora_scale, *values, progress=gr.Progress()):
         s = _session(session)
         if s["photo"] is None:
             raise gr.Error("upload a reference photo first", print_exception=False)
         params = GenerationParams(prompt=prompt, negative_prompt=negative, seed=-1 if randomize else _int(seed),
                                   steps=_int(steps), guidance=guidance, strength=strength, tau=_int(tau),
-                                  num_images=_int(num_images), resolution=_int(resolution), scheduler=scheduler)
+                                  num_images=_int(num_images), resolution=_int(resolution), scheduler=scheduler,
+                                  model=model, lora=lora, lora_scale=lora_scale)
         progress(0, desc="loading models")
         images, used = self.service.generate(
             s["photo"], current_state(s, values), params,

@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from caphuman.controls.state import HeadState
+from caphuman.diffusion.lora import installed_loras
 from caphuman.studio import serving
 from caphuman.studio.controls import SLIDERS, TRANSFER_MODES, values_from_state
 from caphuman.studio.generation import MAX_IMAGES, RESOLUTIONS, SCHEDULERS
@@ -110,6 +111,10 @@ def build_demo(service: StudioService) -> gr.Blocks:
                 with gr.Row():
                     resolution = gr.Dropdown([r for r in RESOLUTIONS], value=512, label="Resolution", elem_id="resolution")
                     scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="Scheduler")
+                    models = list(service.models) or ["default"]
+                    model = gr.Dropdown(models, value=models[0], label="Base model (checkpoints/)")
+                    lora = gr.Dropdown(["none", *installed_loras()], value="none", label="LoRA (checkpoints/lora/)")
+                    lora_scale = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="LoRA scale")
                     generate = gr.Button("Generate", variant="primary", elem_id="generate",
                                          interactive=True)
                 gallery = gr.Gallery(label="Results (caption: seed · identity similarity)", columns=4, height=320,
@@ -141,7 +146,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
 
         export.click(h.export, [session, *values], exported, api_visibility="private")
         generate.click(h.generate, [session, prompt, negative, seed, randomize, steps, guidance, strength, tau,
-                                    num_images, resolution, scheduler, *values], [gallery, used_seed],
+                                    num_images, resolution, scheduler, model, lora, lora_scale, *values], [gallery, used_seed],
                        api_visibility="private", concurrency_limit=serving.GENERATE_CONCURRENCY,
                        concurrency_id="gpu")
         demo.load(**live).then(**commit)

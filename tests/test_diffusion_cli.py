@@ -195,3 +195,25 @@ def test_generate_with_real_weights_layout_uses_face_encoders(tiny_dir, tmp_path
 
     with pytest.raises(MissingWeightsError, match="20180402-114759-vggface2.pt"):
         identity_encoder_for(weights)
+
+
+def test_generate_with_lora(tiny_dir, inputs, tmp_path):
+    from caphuman.testing.tiny_lora import write_tiny_lora
+
+    lora = write_tiny_lora(tiny_dir, tmp_path / "style.safetensors")
+
+    def gen(out, *extra):
+        rc = _main("generate", "--weights", str(tiny_dir), "--reference", str(inputs / "ref.png"), "--prompt", "x",
+                   "--hint", str(inputs / "hint.npy"), "--steps", "2", "--size", "64", "--seed", "3",
+                   "--device", "cpu", "--out", str(tmp_path / out), *extra)
+        assert rc == 0
+        return np.asarray(__import__("PIL.Image").Image.open(tmp_path / out), dtype=np.int16)
+
+    base = gen("base.png")
+    styled = gen("lora.png", "--lora", str(lora), "--lora-scale", "1.0")
+    off = gen("off.png", "--lora", str(lora), "--lora-scale", "0")
+    assert np.abs(styled - base).max() > 0
+    assert np.abs(off - base).max() <= 1  # scale 0 = the base model (up to rounding)
+    assert _main("generate", "--weights", str(tiny_dir), "--reference", str(inputs / "ref.png"), "--prompt", "x",
+                 "--hint", str(inputs / "hint.npy"), "--size", "64", "--device", "cpu",
+                 "--lora", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.png")) == 2

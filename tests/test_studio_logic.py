@@ -59,3 +59,49 @@ def test_generate_without_weights_explains(head_path):
         service.generate(np.zeros((64, 64, 3), np.uint8), HeadState(), GenerationParams(prompt="a person"))
     assert "not available" in service.environment().markdown()
     assert service.preview(HeadState(), None, 128).preview.shape == (128, 128, 3)
+
+
+def test_lora_choice_swaps_and_removes_the_adapter(tiny_weights, tmp_path, monkeypatch):
+    """LoRAs come from checkpoints/lora/; choosing 'none' again gives back the base model's image."""
+    import numpy as np
+
+    from caphuman.studio.generation import Generator
+    from caphuman.testing.tiny_lora import write_tiny_lora
+
+    monkeypatch.setenv("CAPHUMAN_CHECKPOINTS", str(tmp_path))
+    write_tiny_lora(tiny_weights, tmp_path / "lora" / "style.safetensors")
+    gen = Generator(tiny_weights, "cpu")
+    ref = (np.random.default_rng(0).uniform(0, 255, (80, 64, 3))).astype(np.uint8)
+    hint = np.zeros((9, 64, 64), np.float32)
+
+    def run(**kw):
+        p = GenerationParams(prompt="a portrait", seed=5, steps=1, resolution=64, **kw).validated()
+        return gen.generate(ref, hint, p)[0].image.astype(np.int16)
+
+    base = run()
+    styled = run(lora="style.safetensors", lora_scale=1.0)
+    assert np.abs(styled - base).max() > 0
+    assert np.array_equal(run(lora="none"), base)
+    with pytest.raises(InputError, match="not in checkpoints/lora"):
+        GenerationParams(prompt="x", lora="other.safetensors").validated()
+
+
+def test_base_model_choice_from_checkpoints(head_path, tiny_weights, tmp_path, monkeypatch):
+    import shutil
+
+    import numpy as np
+
+    from caphuman.studio.service import StudioService
+
+    monkeypatch.setenv("CAPHUMAN_CHECKPOINTS", str(tmp_path))
+    shutil.copytree(tiny_weights, tmp_path / "toon")  # a second converted backbone
+    svc = StudioService(head=head_path, weights=tiny_weights, device="cpu")
+    assert list(svc.models)[0] == "model" and "toon" in svc.models
+    photo = np.full((96, 96, 3), 128, np.uint8)
+    p = dict(prompt="x", seed=1, steps=1, resolution=64)
+    default, _ = svc.generate(photo, HeadState(), GenerationParams(**p))
+    toon, _ = svc.generate(photo, HeadState(), GenerationParams(model="toon", **p))
+    assert np.array_equal(default[0].image, toon[0].image)  # same weights copied: same image
+    assert svc._extra[0] == "toon"
+    with pytest.raises(InputError, match="unknown base model"):
+        svc.generate(photo, HeadState(), GenerationParams(model="nope", **p))

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, default=1, help="images per run, 1-8 (default 1)")
     parser.add_argument("--size", type=int, default=512, help="output side in pixels (default 512)")
     parser.add_argument("--scheduler", choices=("ddim", "dpmpp"), default="ddim", help="sampler (default ddim)")
-    parser.add_argument("--lora", default=None, help="LoRA weights for the UNet/text encoder (file or repo)")
+    parser.add_argument("--lora", default=None,
+                        help="LoRA for the UNet/text encoder: a file in checkpoints/lora/, a path, or a Hub repo")
     parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale (default 1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default auto)")
     parser.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
@@ -136,7 +137,9 @@ def run(args) -> int:
     pipe = CapHumanPipeline.from_pretrained(str(weights), dtype=dtype)
     pipe.scheduler = make_scheduler(args.scheduler)
     if args.lora:
-        _load_lora(pipe, args.lora, args.lora_scale)
+        from caphuman.diffusion.lora import apply_lora
+
+        apply_lora(pipe, args.lora, args.lora_scale)
     if args.cpu_offload and device == "cuda":
         pipe.enable_model_cpu_offload()
     else:
@@ -168,15 +171,3 @@ def run(args) -> int:
     for p in paths:
         print(p)
     return 0
-
-
-def _load_lora(pipe, path: str, scale: float) -> None:
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        raise MissingWeightsError("--lora needs the peft package: pip install peft") from None
-    try:
-        pipe.load_lora_weights(path, adapter_name="user")
-        pipe.set_adapters(["user"], adapter_weights=[scale])
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"cannot load LoRA {path}: {str(exc).splitlines()[0]}") from None

@@ -28,12 +28,31 @@ WEIGHTS_HINT = ("run `python -m caphuman download all` (downloads and converts i
                 "to try the pipeline with a tiny random model: " + TINY_MODEL_HINT)
 
 
+def installed_models(default: str | Path | None = None) -> dict[str, Path]:
+    """Converted CapHuman folders to choose from: ``default`` (the ``--weights`` folder) first,
+    then every folder in ``checkpoints/`` holding a ``model_index.json`` (e.g. one converted per
+    SD1.5 backbone: ``python -m caphuman convert --backbone toon.safetensors --out checkpoints/toon``)."""
+    from caphuman.weights.registry import checkpoints_root
+
+    found: dict[str, Path] = {}
+    if default is not None:
+        found[Path(default).name] = Path(default)
+    root = checkpoints_root()
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            if (d / "model_index.json").is_file() and d.resolve() not in {p.resolve() for p in found.values()}:
+                found[d.name] = d
+    return found
+
+
 @dataclass
 class GenerationParams:
     """prompt / negative_prompt: text; seed: -1 = random; steps: 1..150; guidance: CFG scale 1..30;
     strength: CapFace residual scale 0..2; tau: DDPM timestep above which CapFace's identity
     context is off (0 = never); num_images: 1..8; resolution: output side in pixels (64..1024,
-    multiple of 64); scheduler: ``ddim`` | ``dpmpp``."""
+    multiple of 64); scheduler: ``ddim`` | ``dpmpp``; lora: a file name from ``checkpoints/lora/``
+    ("" = none) applied at ``lora_scale`` (0..2); model: a base-model name from
+    :func:`installed_models` ("" = the studio's default weights)."""
 
     prompt: str
     negative_prompt: str = ""
@@ -45,6 +64,9 @@ class GenerationParams:
     num_images: int = 1
     resolution: int = 512
     scheduler: str = "ddim"
+    lora: str = ""
+    lora_scale: float = 1.0
+    model: str = ""
 
     def validated(self) -> "GenerationParams":
         prompt = (self.prompt or "").strip()
@@ -72,7 +94,16 @@ class GenerationParams:
             raise InputError(f"resolution must be a multiple of 64, got {resolution}")
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        lora = "" if self.lora in (None, "", "none") else str(self.lora)
+        if lora:
+            from caphuman.diffusion.lora import installed_loras
+
+            if lora not in installed_loras():
+                raise InputError(f"LoRA {lora!r} is not in checkpoints/lora/ (installed: "
+                                 f"{', '.join(installed_loras()) or 'none'})")
         return GenerationParams(
+            model="" if self.model in (None, "", "default") else str(self.model),
+            lora=lora, lora_scale=num("LoRA scale", self.lora_scale, 0.0, 2.0),
             prompt=prompt, negative_prompt=(self.negative_prompt or "").strip()[:2000],
             seed=random.randint(0, MAX_SEED) if seed == -1 else seed,
             steps=num("steps", self.steps, 1, 150, integer=True),
@@ -130,6 +161,7 @@ class Generator:
         self._pipe = None
         self._identity = None
         self._identity_error = "no identity encoders"
+        self._lora: str | None = None
 
     def check(self) -> None:
         """Raise :class:`MissingWeightsError` with the fix when anything needed is absent."""
@@ -173,7 +205,10 @@ class Generator:
             raise MissingWeightsError(self._identity_error)
         ref = Image.fromarray(reference_rgb)
         ident = identity.encode_identity(ref)
+        from caphuman.diffusion.lora import apply_lora
+
         pipe.scheduler = make_scheduler(params.scheduler)
+        self._lora = apply_lora(pipe, params.lora, params.lora_scale, active=self._lora)
         seeds = [(params.seed + i) % (MAX_SEED + 1) for i in range(params.num_images)]
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         steps = params.steps

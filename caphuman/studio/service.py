@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,7 +20,13 @@ from caphuman.errors import CapHumanError, InputError
 from caphuman.preview import HeadPreviewPipeline, PreviewResult
 from caphuman.studio import reference as reference_mod
 from caphuman.studio.environment import Environment, describe
-from caphuman.studio.generation import GeneratedImage, GenerationParams, Generator, resolve_device
+from caphuman.studio.generation import (
+    GeneratedImage,
+    GenerationParams,
+    Generator,
+    installed_models,
+    resolve_device,
+)
 from caphuman.studio.gpu import gpu
 
 #: Live preview side (pixels).
@@ -75,6 +82,8 @@ class StudioService:
         self.fit_target = reference_mod.fit_target(resolved.data, resolved.kind)
         self._render_lock = threading.Lock()
         self.weights = weights
+        self.models = installed_models(weights)
+        self._extra: tuple[str, Generator] | None = None  # the last non-default base model used
         self.generator = Generator(weights, self.device) if weights else None
         self.generator_error: str | None = None
         if self.generator is not None:
@@ -137,10 +146,24 @@ class StudioService:
         params = params.validated()
         if reference_rgb is None:
             raise InputError("upload a reference photo first")
-        if self.generator is None:
+        generator = self._generator_for(params.model)
+        if generator is None:
             raise MissingWeightsError("Generate needs model weights: " + WEIGHTS_HINT)
-        if self.generator_error:
+        if generator is self.generator and self.generator_error:
             raise MissingWeightsError(self.generator_error)
         with self._render_lock:
             hint = self.pipeline.render(state, params.resolution, validate=False).hint
-        return _generate_on_gpu(self.generator, reference_rgb, hint, params, on_step), params
+        return _generate_on_gpu(generator, reference_rgb, hint, params, on_step), params
+
+    def _generator_for(self, model: str) -> Generator | None:
+        """The default generator, or one for another installed base model (at most one extra kept
+        loaded, so switching styles does not pile up models in memory)."""
+        if not model or (self.weights is not None and self.models.get(model) == Path(self.weights)):
+            return self.generator
+        if model not in self.models:
+            raise InputError(f"unknown base model {model!r}; installed: {', '.join(self.models) or 'none'}")
+        if self._extra is None or self._extra[0] != model:
+            gen = Generator(self.models[model], self.device)
+            gen.check()
+            self._extra = (model, gen)
+        return self._extra[1]
