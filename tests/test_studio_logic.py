@@ -105,3 +105,40 @@ def test_base_model_choice_from_checkpoints(head_path, tiny_weights, tmp_path, m
     assert svc._extra[0] == "toon"
     with pytest.raises(InputError, match="unknown base model"):
         svc.generate(photo, HeadState(), GenerationParams(model="nope", **p))
+
+
+def test_startup_download_runs_in_background_and_enables_generate(head_path, tiny_weights, tmp_path):
+    import threading
+
+    import numpy as np
+
+    from caphuman.errors import CapHumanError
+    from caphuman.studio.service import StudioService
+
+    svc = StudioService(head=head_path, weights=None, device="cpu")
+    release = threading.Event()
+
+    def fake_download(target, log):
+        assert target == "all"
+        release.wait(10)
+        return tiny_weights
+
+    t = threading.Thread(target=svc.fetch_weights, args=(fake_download,))
+    t.start()
+    photo = np.full((96, 96, 3), 128, np.uint8)
+    params = GenerationParams(prompt="x", seed=1, steps=1, resolution=64)
+    with pytest.raises(MissingWeightsError, match="downloading in the background"):
+        svc.generate(photo, HeadState(), params)  # the UI answers while the download runs
+    assert svc.preview(HeadState(), None, 64) is not None
+    release.set()
+    t.join(30)
+    images, _ = svc.generate(photo, HeadState(), params)
+    assert images[0].image.shape == (64, 64, 3)
+
+    def offline(target, log):
+        raise CapHumanError("caphuman: not available offline")
+
+    svc2 = StudioService(head=head_path, weights=None, device="cpu")
+    svc2.fetch_weights(offline)
+    with pytest.raises(MissingWeightsError, match="start-up download failed"):
+        svc2.generate(photo, HeadState(), params)

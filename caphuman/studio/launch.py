@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from caphuman.studio import serving
 
 
-def create_app(head: str = "auto", weights: str | None = None, device: str = "auto", warmup: bool = True):
+def create_app(head: str = "auto", weights: str | None = None, device: str = "auto", warmup: bool = True,
+               download: bool | None = None):
     """(service, gr.Blocks with the queue configured). Models load on CPU here (ZeroGPU style);
-    generation weights load in a background thread so the page is up at once."""
+    generation weights load in a background thread so the page is up at once. ``download``
+    (default: on Spaces) fetches and converts the public weights in the background when no
+    generation weights are found; Generate works once that finishes."""
     from caphuman.studio.service import StudioService
     from caphuman.studio.startup import provision_private_files
     from demo.ui import build_demo
@@ -23,7 +27,11 @@ def create_app(head: str = "auto", weights: str | None = None, device: str = "au
         weights = str(found) if (found / "model_index.json").is_file() else None
     service = StudioService(head=head, weights=weights, device=device)
     service.warm_up(load_generator=False)  # numba compile of the renderer (first preview is fast)
-    if warmup and service.generator is not None:
+    if download is None:
+        download = serving.on_spaces() and not os.environ.get("HF_HUB_OFFLINE")
+    if download and service.generator is None:
+        threading.Thread(target=service.fetch_weights, name="download-weights", daemon=True).start()
+    elif warmup and service.generator is not None:
         threading.Thread(target=service.warm_up, name="load-generator", daemon=True).start()
     demo = build_demo(service)
     demo.queue(max_size=serving.QUEUE_MAX_SIZE, default_concurrency_limit=serving.PREVIEW_CONCURRENCY)
@@ -39,8 +47,8 @@ def launch_kwargs(host: str | None, port: int | None) -> dict:
                 allowed_paths=allowed, css=CSS, ssr_mode=False)
 
 
-def launch(host=None, port=None, weights=None, device="auto", head="auto", warmup=True, block=True):
+def launch(host=None, port=None, weights=None, device="auto", head="auto", warmup=True, block=True, download=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    service, demo = create_app(head=head, weights=weights, device=device, warmup=warmup)
+    service, demo = create_app(head=head, weights=weights, device=device, warmup=warmup, download=download)
     demo.launch(prevent_thread_lock=not block, **launch_kwargs(host, port))
     return service, demo

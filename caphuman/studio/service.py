@@ -7,6 +7,7 @@ Thread-safe; holds no per-user data (the UI keeps that in ``gr.State``).
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -92,6 +93,41 @@ class StudioService:
             except CapHumanError as exc:
                 self.generator_error = str(exc)
 
+    def use_weights(self, weights: str | Path) -> None:
+        """Switch the default generation weights (e.g. once a background download finished)."""
+        generator = Generator(weights, self.device)
+        try:
+            generator.check()
+            error = None
+        except CapHumanError as exc:
+            error = str(exc)
+        self.weights, self.models = str(weights), installed_models(weights)
+        self.generator, self.generator_error = generator, error
+
+    def fetch_weights(self, download=None) -> None:
+        """Background start-up download of the public weights (Spaces): fetch, convert, then load.
+
+        ``download``: the download function (``caphuman.weights.download.download`` by default).
+        Never raises: the outcome is shown by the status banner and by Generate's message.
+        """
+        if download is None:
+            from caphuman.weights.download import download
+        self.generator_error = "the public weights are downloading in the background; try again in a few minutes"
+        self.generator = None
+        try:
+            out = download("all", log=lambda msg: logging.getLogger("caphuman.studio").info("%s", msg))
+        except CapHumanError as exc:
+            self.generator_error = f"start-up download failed: {exc}"
+            return
+        except Exception as exc:  # noqa: BLE001 - a background thread must report, not die silently
+            self.generator_error = f"start-up download failed: {exc.__class__.__name__}: {exc}"
+            return
+        if out is None:
+            self.generator_error = "start-up download finished without a converted model (see the log)"
+            return
+        self.use_weights(out)
+        self.warm_up()
+
     # ------------------------------------------------------------------ status
     def environment(self) -> Environment:
         return describe(self.device, self.head_description, self.head_kind, self.weights,
@@ -148,7 +184,7 @@ class StudioService:
             raise InputError("upload a reference photo first")
         generator = self._generator_for(params.model)
         if generator is None:
-            raise MissingWeightsError("Generate needs model weights: " + WEIGHTS_HINT)
+            raise MissingWeightsError(self.generator_error or "Generate needs model weights: " + WEIGHTS_HINT)
         if generator is self.generator and self.generator_error:
             raise MissingWeightsError(self.generator_error)
         with self._render_lock:
