@@ -58,14 +58,17 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def check_value(name: str, value: Any, lo: float, hi: float) -> float:
-    """Return ``value`` as a float inside [lo, hi]; warn when clamping, refuse NaN/inf."""
+def check_value(name: str, value: Any, lo: float, hi: float, clamp: bool = True) -> float:
+    """Return ``value`` as a float inside [lo, hi]; refuse NaN/inf. Out of range: clamp with a
+    warning (``clamp=True``, slider-like controls) or refuse (``clamp=False``)."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(v):
         raise InputError(f"{name} must be a finite number, got {v}")
+    if (v < lo or v > hi) and not clamp:
+        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {v:g}")
     if v < lo or v > hi:
         clamped = min(max(v, lo), hi)
         warnings.warn(f"{name}={v:g} is outside [{lo:g}, {hi:g}]; using {clamped:g}", UserWarning, stacklevel=3)

@@ -85,7 +85,6 @@ def fit_landmarks(obs: Observation, template: np.ndarray, framing, center=None,
     T = np.asarray(template, dtype=np.float64)
     pivot = np.asarray(framing.pivot, dtype=np.float64)
     c = pivot if center is None else np.asarray(center, dtype=np.float64)
-    base = float(framing.base_scale)
 
     if obs.points is None or len(obs.points) < 2:
         return _fit_box(obs, T, framing, c)

@@ -76,7 +76,7 @@ def _array_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def _pil_to_rgb_uint8(img) -> np.ndarray:
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     try:
         img = ImageOps.exif_transpose(img)

@@ -7,7 +7,6 @@ Only this module touches :mod:`caphuman.diffusion`. Without the module or the we
 from __future__ import annotations
 
 from caphuman.studio import has_module
-import math
 import random
 import threading
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from caphuman.controls.state import check_value
 from caphuman.errors import CapHumanError, InputError, MissingWeightsError
 
 SCHEDULERS = ("ddim", "dpmpp")
@@ -76,16 +76,9 @@ class GenerationParams:
             raise InputError("the prompt is too long (2000 characters at most)")
 
         def num(name, v, lo, hi, integer=False):
-            try:
-                x = float(v)
-            except (TypeError, ValueError):
-                raise InputError(f"{name} must be a number, got {v!r}") from None
-            if not math.isfinite(x):
-                raise InputError(f"{name} must be a finite number, got {x}")
+            x = check_value(name, v, lo, hi, clamp=False)
             if integer and x != int(x):
                 raise InputError(f"{name} must be a whole number, got {x:g}")
-            if not lo <= x <= hi:
-                raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {x:g}")
             return int(x) if integer else x
 
         seed = num("seed", self.seed, -1, MAX_SEED, integer=True)
