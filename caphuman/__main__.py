@@ -60,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen system error: one line, traceback on request
+        import os
+
+        if os.environ.get("CAPHUMAN_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        print(f"error: unexpected {type(exc).__name__}: {first} (set CAPHUMAN_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

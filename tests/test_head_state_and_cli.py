@@ -107,3 +107,20 @@ def test_mesh_export_formats(builtin_pipeline, tmp_path):
     assert nose[0] > 0.02
     obj = builtin_pipeline.export_obj(s)
     assert obj.count("\nf ") + obj.startswith("f ") == len(builtin_pipeline.data.f)
+
+
+def test_unexpected_errors_are_one_line(monkeypatch, capsys):
+    import caphuman.cli.preview as preview_cli
+    from caphuman.__main__ import main
+
+    def boom(args):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(preview_cli, "run", boom)
+    monkeypatch.delenv("CAPHUMAN_DEBUG", raising=False)
+    assert main(["preview"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unexpected RuntimeError: disk on fire (set CAPHUMAN_DEBUG=1 for the traceback)"]
+    monkeypatch.setenv("CAPHUMAN_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["preview"])
