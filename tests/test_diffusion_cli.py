@@ -217,3 +217,33 @@ def test_generate_with_lora(tiny_dir, inputs, tmp_path):
     assert _main("generate", "--weights", str(tiny_dir), "--reference", str(inputs / "ref.png"), "--prompt", "x",
                  "--hint", str(inputs / "hint.npy"), "--size", "64", "--device", "cpu",
                  "--lora", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.png")) == 2
+
+
+def test_weights_resolution_checkpoints_then_hub_cache(tiny_dir, tmp_path, monkeypatch):
+    """--weights accepts a folder or a Hub repo id; without it: checkpoints/ first, then the Hub cache."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from caphuman.errors import MissingWeightsError
+    from caphuman.weights.download import resolve_weights
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--someone--caphuman-diffusers" / "snapshots" / ("a" * 40)
+    shutil.copytree(tiny_dir, snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("CAPHUMAN_WEIGHTS", raising=False)
+    monkeypatch.setenv("CAPHUMAN_CHECKPOINTS", str(tmp_path / "ckpt"))
+
+    assert resolve_weights("someone/caphuman-diffusers") == snap          # repo id, from the cache
+    assert resolve_weights(str(tiny_dir)) == tiny_dir                      # a folder
+    with pytest.raises(MissingWeightsError, match="no converted CapHuman pipeline"):
+        resolve_weights("someone/not-cached")
+    assert resolve_weights() == tmp_path / "ckpt" / "caphuman-diffusers"  # nothing anywhere: where expected
+    monkeypatch.setenv("CAPHUMAN_WEIGHTS_REPO", "someone/caphuman-diffusers")
+    assert resolve_weights() == snap                                       # the Hub cache
+    shutil.copytree(tiny_dir, tmp_path / "ckpt" / "caphuman-diffusers")
+    assert resolve_weights() == tmp_path / "ckpt" / "caphuman-diffusers"  # checkpoints/ comes first

@@ -19,7 +19,8 @@ from caphuman.errors import InputError, MissingWeightsError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
-                        help="converted CapHuman folder (default: found in checkpoints/, then the Hub cache)")
+                        help="converted CapHuman folder or Hub repo id (default: checkpoints/caphuman-diffusers, "
+                             "then $CAPHUMAN_WEIGHTS_REPO from the Hub cache)")
     add_reference_arguments(parser, required=True)
     parser.add_argument("--prompt", required=True, help="text prompt")
     parser.add_argument("--added-prompt", default="", help='appended as "PROMPT, ADDED" when non-empty')
@@ -112,9 +113,9 @@ def run(args) -> int:
         raise InputError("--size must be a multiple of 64 (e.g. 512)")
     if args.steps < 1:
         raise InputError("--steps must be >= 1")
-    from caphuman.weights.download import find_converted_weights
+    from caphuman.weights.download import resolve_weights
 
-    weights = Path(args.weights) if args.weights else find_converted_weights()
+    weights = resolve_weights(args.weights)
     if not (weights / "model_index.json").is_file():
         raise MissingWeightsError(f"no converted CapHuman weights in {weights} (model_index.json missing); run "
                                   "`python -m caphuman download all` or `python -m caphuman convert ...`")

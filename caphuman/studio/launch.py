@@ -20,11 +20,11 @@ def create_app(head: str = "auto", weights: str | None = None, device: str = "au
     from demo.ui import build_demo
 
     provision_private_files()
-    if weights is None:  # converted weights in checkpoints/ (or $CAPHUMAN_WEIGHTS) are found automatically
-        from caphuman.weights.download import find_converted_weights
+    # Converted weights: --weights (folder or Hub repo id), else checkpoints/, else the Hub cache.
+    from caphuman.weights.download import resolve_weights
 
-        found = find_converted_weights()
-        weights = str(found) if (found / "model_index.json").is_file() else None
+    found = resolve_weights(weights)
+    weights = str(found) if (found / "model_index.json").is_file() or weights else None
     service = StudioService(head=head, weights=weights, device=device)
     service.warm_up(load_generator=False)  # numba compile of the renderer (first preview is fast)
     if download is None:

@@ -35,6 +35,59 @@ def find_converted_weights(root: str | os.PathLike | None = None) -> Path:
     return (Path(root) if root else checkpoints_root()) / CONVERTED_DIRNAME
 
 
+#: Optional Hub repo of an already converted CapHuman pipeline (looked up in the Hub cache).
+WEIGHTS_REPO_ENV = "CAPHUMAN_WEIGHTS_REPO"
+
+
+def _is_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not Path(spec).expanduser().exists() and not spec.startswith((".", "~"))
+
+
+def _hub_snapshot(repo_id: str, local_only: bool) -> Path | None:
+    """Local snapshot folder of a converted pipeline repo (Hub cache first), or None."""
+    import huggingface_hub
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        path = Path(huggingface_hub.snapshot_download(repo_id, local_files_only=True))
+    except (hf_errors.LocalEntryNotFoundError, OSError, ValueError):
+        path = None
+    if path is None and not local_only:
+        try:
+            path = Path(huggingface_hub.snapshot_download(repo_id))
+        except (hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError, OSError, ValueError) as exc:
+            raise _network_error(WeightFile(key=repo_id, path="", description="", licence="", needed_for="",
+                                            hub_repo=repo_id, hub_filename=None), exc, False) from None
+    return path if path is not None and (path / "model_index.json").is_file() else None
+
+
+def resolve_weights(spec: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> Path:
+    """Where the converted CapHuman pipeline is: ``spec`` (a folder, or a Hub repo id, taken from
+    the Hub cache or downloaded), else ``$CAPHUMAN_WEIGHTS``, else ``checkpoints/caphuman-diffusers``,
+    else ``$CAPHUMAN_WEIGHTS_REPO`` found in the Hub cache. Returns the checkpoints path (absent)
+    when nothing is found, so callers can say where weights are expected."""
+    offline = bool(os.environ.get("HF_HUB_OFFLINE"))
+    if spec:
+        spec = str(spec)
+        if _is_repo_id(spec):
+            found = _hub_snapshot(spec, local_only=offline)
+            if found is None:
+                raise MissingWeightsError(f"{spec}: no converted CapHuman pipeline (model_index.json) "
+                                          "in that Hub repo or the local Hub cache")
+            return found
+        return Path(spec).expanduser()
+    local = find_converted_weights(root)
+    if (local / "model_index.json").is_file() or os.environ.get("CAPHUMAN_WEIGHTS"):
+        return local
+    repo = os.environ.get(WEIGHTS_REPO_ENV)
+    if repo:
+        found = _hub_snapshot(repo, local_only=True)
+        if found is not None:
+            return found
+    return local
+
+
 def file_checksum(path: Path, algorithm: str) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
