@@ -12,6 +12,7 @@ to turn slider values into geometry and images. It reads top to bottom like the 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,16 +174,24 @@ class HeadPreviewPipeline:
 
 class _single_thread:
     """Run torch on one thread: the head forward is ~0.5 ms of small matmuls, and a multi-thread
-    barrier on a busy 2-core machine stalls it to ~30 ms (measured with benchmarks/preview.py)."""
+    barrier on a busy 2-core machine stalls it to ~30 ms (measured with benchmarks/preview.py).
+    A lock serialises the forwards of concurrent sessions so the thread setting is restored
+    correctly (each forward holds it for about a millisecond)."""
+
+    _lock = threading.Lock()
 
     def __enter__(self):
+        self._lock.acquire()
         self.n = torch.get_num_threads()
         if self.n != 1:
             torch.set_num_threads(1)
 
     def __exit__(self, *exc):
-        if self.n != 1:
-            torch.set_num_threads(self.n)
+        try:
+            if self.n != 1:
+                torch.set_num_threads(self.n)
+        finally:
+            self._lock.release()
 
 
 def save_mesh(pipeline: HeadPreviewPipeline, state: HeadState, path: str) -> None:
