@@ -215,14 +215,15 @@ def test_analyze_cli_contract(tmp_path, capsys):
 
 
 def test_preview_reference_places_head_on_face(tmp_path):
-    from caphuman.face.analysis import analyze_for_preview
+    from caphuman.conditioning import reference_head
     from caphuman.face.detection import detect_faces, OpenCVDetector
     from caphuman.face.intake import load_image
     from caphuman.preview import HeadPreviewPipeline
     from caphuman.testing.synthetic_head import build_synthetic_head
 
     pipe = HeadPreviewPipeline(build_synthetic_head())
-    state, frame = analyze_for_preview(EXAMPLES / "astronaut.jpg", pipe, 256)
+    ref = reference_head(pipe, EXAMPLES / "astronaut.jpg", 256, notes=None)
+    state, frame = ref.state, ref.frame
     res = pipe.render(state, 256, backdrop=frame)
     ys, xs = np.nonzero(res.mask)
     face = detect_faces(load_image(EXAMPLES / "astronaut.jpg"), detector=OpenCVDetector()).face

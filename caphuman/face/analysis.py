@@ -314,17 +314,6 @@ def _deca_fit(net, frame, crop, face, target):
     return head_state_from_deca(code, tform, crop.size, target.framing), code, tform
 
 
-def analyze_for_preview(reference, pipeline, size: int):
-    """Hook for ``preview --reference``: (fitted HeadState, frame image) for a head pipeline."""
-    target = target_for_pipeline(pipeline)
-    res = analyze_reference(reference, size, target=target)
-    import sys
-
-    for w in res.warnings:
-        print(f"note: {w}", file=sys.stderr)
-    return res.reset_state(), res.frame
-
-
 _TARGETS: dict[int, FitTarget] = {}
 
 

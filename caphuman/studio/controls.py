@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Pose-reference modes and the copying itself come from photo analysis (reference §1.4): one
+# implementation for the CLI and the studio. Re-exported here for the UI.
+from caphuman.face.transfer import MODES as TRANSFER_MODES  # noqa: F401
+from caphuman.face.transfer import transfer  # noqa: F401
 from caphuman.controls.state import EXPRESSION_CONTROLS, RANGES, HeadState
 
 #: Raw expression coefficients exposed in the "Advanced" accordion (e0 .. e{N-1}).
@@ -110,29 +114,3 @@ def state_from_values(base: HeadState | None, values) -> HeadState:
     if light_changed:
         state.lighting.sh = None
     return state
-
-
-#: Pose-reference modes: which parts of the pose photo's fitted state replace the current ones.
-TRANSFER_MODES = ("position", "pose", "expression", "lighting")
-
-
-def transfer(current: HeadState, source: HeadState, modes) -> HeadState:
-    """Copy the chosen parts (see :data:`TRANSFER_MODES`) of ``source`` onto ``current``."""
-    out = current.replace()
-    src = source.replace()
-    for mode in modes or ():
-        if mode == "position":
-            out.placement = src.placement
-        elif mode == "pose":
-            out.pose = src.pose
-        elif mode == "expression":
-            out.expression = src.expression
-            out.expression_controls = src.expression_controls
-            out.pose.jaw = src.pose.jaw
-        elif mode == "lighting":
-            out.lighting = src.lighting
-        else:
-            from caphuman.errors import InputError
-
-            raise InputError(f"unknown pose-reference mode {mode!r}; choose from {', '.join(TRANSFER_MODES)}")
-    return out
