@@ -107,11 +107,12 @@ class StudioService:
     def fetch_weights(self, download=None) -> None:
         """Background start-up download of the public weights (Spaces): fetch, convert, then load.
 
-        ``download``: the download function (``caphuman.weights.download.download`` by default).
+        ``download``: ``download(target, log=...) -> converted folder or None``
+        (:func:`caphuman.cli.download.fetch_and_convert` by default).
         Never raises: the outcome is shown by the status banner and by Generate's message.
         """
         if download is None:
-            from caphuman.weights.download import download
+            from caphuman.cli.download import fetch_and_convert as download
         self.generator_error = "the public weights are downloading in the background; try again in a few minutes"
         self.generator = None
         try:

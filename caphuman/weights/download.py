@@ -1,30 +1,125 @@
-"""Fetch the public weights of the registry with huggingface_hub, verify them, convert them.
+"""The ``download`` targets: which registry files each fetches, a dry-run plan, and the converted
+folder generation looks for.
 
-Files land under ``checkpoints/`` at their registry paths (downloads resume; a file already present
-with the right checksum is not fetched again). Licence-gated or non-Hub files are listed with
-their manual source instead. The converted diffusers folder is ``checkpoints/caphuman-diffusers``.
+Fetching itself (resume, atomic placement, verification) is :mod:`caphuman.weights.fetch`.
+This module does not convert: the ``download`` command and the studio's start-up compose
+"fetch, then convert" (:func:`caphuman.cli.download.fetch_and_convert`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from caphuman.errors import CapHumanError, MissingWeightsError
-from caphuman.weights.registry import REGISTRY, WeightFile, checkpoints_root, local_path
+from caphuman.weights.fetch import Log, fetch, is_offline, local_ok, mirrored, read_record
+from caphuman.weights.registry import REGISTRY, WeightFile, checkpoints_root
 
-#: What each ``download`` target fetches (registry keys).
+#: What each ``download`` target fetches (registry keys). ``all`` is everything public that
+#: generation and the best photo analysis use; licence-gated files are listed by the plan only.
 GROUPS: dict[str, tuple[str, ...]] = {
     "caphuman": ("caphuman",),
     "backbone": ("backbone", "vae"),
     "encoders": ("clip", "face_parsing", "facenet"),
+    "analysis": ("insightface",),
 }
-GROUPS["all"] = tuple(dict.fromkeys(k for g in ("caphuman", "backbone", "encoders") for k in GROUPS[g]))
+GROUPS["all"] = tuple(dict.fromkeys(k for g in list(GROUPS) for k in GROUPS[g]))
+#: Single registry keys are targets too (``download facenet``).
+TARGETS = tuple(GROUPS) + tuple(k for k, w in REGISTRY.items() if w.downloadable and k not in GROUPS)
 CONVERTED_DIRNAME = "caphuman-diffusers"
-#: Files of a transformers CLIP repo that the pipeline needs (weights as safetensors only).
-CLIP_PATTERNS = ["*.json", "*.txt", "model.safetensors"]
+
+
+def target_keys(target: str) -> tuple[str, ...]:
+    """Registry keys of a group name or of a single downloadable key."""
+    if target in GROUPS:
+        return GROUPS[target]
+    if target in REGISTRY and REGISTRY[target].downloadable:
+        return (target,)
+    raise CapHumanError(f"unknown download target {target!r}; choose one of {', '.join(TARGETS)}")
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One line of ``download --dry-run``: what would happen to one file, without the network."""
+
+    key: str
+    path: Path
+    action: str  # "present" | "download" | "manual"
+    source: str
+    size: str
+    checksum: str
+    licence: str
+    why: str = ""
+
+    def format(self) -> str:
+        head = f"{self.key:16s} {self.action:8s} {self.path}"
+        lines = [head, f"    from:     {self.source}", f"    size:     {self.size}",
+                 f"    checksum: {self.checksum}", f"    licence:  {self.licence}"]
+        if self.why:
+            lines.append(f"    note:     {self.why}")
+        return "\n".join(lines)
+
+
+def _size_text(w: WeightFile) -> str:
+    if w.size_bytes:
+        return f"{w.size_bytes:,} bytes"
+    return "unknown until downloaded" if w.downloadable else "-"
+
+
+def _checksum_text(w: WeightFile, recorded: dict) -> str:
+    if w.sha256:
+        return f"sha256 {w.sha256}"
+    if w.md5:
+        return f"md5 {w.md5}"
+    parts = []
+    if w.hub_repo and w.hub_filename:
+        parts.append("the Hub's own SHA-256 (ETag)")
+    elif w.hub_repo:
+        parts.append("per-file Hub SHA-256, checked by huggingface_hub")
+    if w.check == "torch_state_dict":
+        parts.append("must load as a state dict")
+    elif w.check == "onnx_pack":
+        parts.append(f"must hold {', '.join(w.members)}")
+    text = "none published; " + ("; ".join(parts) if parts else "presence only")
+    if recorded.get("sha256"):
+        text += f" (recorded sha256 {recorded['sha256']})"
+    return text
+
+
+def plan(target: str = "all", root: str | os.PathLike | None = None) -> list[PlanRow]:
+    """What ``download TARGET`` would do, file by file, touching no network. For ``all`` the
+    licence-gated files are listed too, as ``manual``."""
+    root = Path(root) if root else checkpoints_root()
+    keys = list(target_keys(target))
+    if target == "all":
+        keys += [k for k, w in REGISTRY.items() if k not in keys]
+    record = read_record(root)
+    rows = []
+    for key in keys:
+        w = REGISTRY[key]
+        path = root / w.path
+        if not w.downloadable:
+            action, why = "manual", ("licence-gated: sign in and download it yourself from "
+                                     f"{w.manual_url}" if w.gated else f"no public source; get it from {w.manual_url}")
+            source = w.manual_url or "-"
+            if path.exists():
+                action, why = "present", "supplied by you (" + why.split(":")[0] + ")"
+        else:
+            action = "present" if local_ok(w, path) else "download"
+            source = mirrored(w.url) if (w.url and not w.hub_repo) else w.source
+            why = w.notice or ""
+        rows.append(PlanRow(key, path, action, source, _size_text(w), _checksum_text(w, record.get(key, {})),
+                            w.licence, why))
+    return rows
+
+
+def download(target: str = "all", offline: bool = False, root: str | os.PathLike | None = None,
+             log: Log = print) -> list[Path]:
+    """Fetch every file of ``target`` (a group of :data:`GROUPS` or one registry key); returns their
+    paths. Stops at the first failure with a :class:`CapHumanError` naming the file and the fix."""
+    root = Path(root) if root else checkpoints_root()
+    return [fetch(REGISTRY[key], root, offline=is_offline(offline), log=log) for key in target_keys(target)]
 
 
 def find_converted_weights(root: str | os.PathLike | None = None) -> Path:
@@ -57,8 +152,9 @@ def _hub_snapshot(repo_id: str, local_only: bool) -> Path | None:
         try:
             path = Path(huggingface_hub.snapshot_download(repo_id))
         except (hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError, OSError, ValueError) as exc:
-            raise _network_error(WeightFile(key=repo_id, path="", description="", licence="", needed_for="",
-                                            hub_repo=repo_id, hub_filename=None), exc, False) from None
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "no details"
+            raise CapHumanError(f"{repo_id}: could not download the converted pipeline ({type(exc).__name__}: "
+                                f"{first}); check the network or the repo id") from None
     return path if path is not None and (path / "model_index.json").is_file() else None
 
 
@@ -67,7 +163,7 @@ def resolve_weights(spec: str | os.PathLike | None = None, root: str | os.PathLi
     the Hub cache or downloaded), else ``$CAPHUMAN_WEIGHTS``, else ``checkpoints/caphuman-diffusers``,
     else ``$CAPHUMAN_WEIGHTS_REPO`` found in the Hub cache. Returns the checkpoints path (absent)
     when nothing is found, so callers can say where weights are expected."""
-    offline = bool(os.environ.get("HF_HUB_OFFLINE"))
+    offline = is_offline()
     if spec:
         spec = str(spec)
         if _is_repo_id(spec):
@@ -86,94 +182,3 @@ def resolve_weights(spec: str | os.PathLike | None = None, root: str | os.PathLi
         if found is not None:
             return found
     return local
-
-
-def file_checksum(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify(entry: WeightFile, path: Path) -> None:
-    """Raise ``CapHumanError`` if ``path`` does not match the registry's sha256/md5 (when known)."""
-    for algo in ("sha256", "md5"):
-        want = getattr(entry, algo)
-        if want:
-            got = file_checksum(path, algo)
-            if got != want:
-                raise CapHumanError(f"{path} fails its {algo} check ({got} != {want}); delete it and download again")
-            return
-
-
-def _network_error(entry: WeightFile, exc: Exception, offline: bool) -> CapHumanError:
-    where = f"{entry.hub_repo}/{entry.hub_filename or ''}".rstrip("/")
-    if offline:
-        return MissingWeightsError(f"{entry.key}: not available offline (no local copy of {where}); "
-                                   "run without --offline when the network is up")
-    return CapHumanError(f"{entry.key}: could not download {where} ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:160] if str(exc) else 'no details'}); check the network "
-                         "or use --offline with files already in checkpoints/")
-
-
-def fetch(entry: WeightFile, root: Path, offline: bool = False, log=print) -> Path | None:
-    """Download one registry entry into ``root``; None (with a message) if it is not on the Hub."""
-    import huggingface_hub
-    from huggingface_hub import errors as hf_errors
-
-    target = root / entry.path
-    if not entry.hub_repo:
-        if target.exists():
-            log(f"{entry.key}: present at {target}")
-        else:
-            log(f"{entry.key}: not auto-downloadable; get it from {entry.manual_url} and put it at {target} "
-                f"(licence: {entry.licence})")
-        return target if target.exists() else None
-    log(f"{entry.key}: {entry.description} -- licence: {entry.licence}")
-    failures = (hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError, OSError, ConnectionError,
-                TimeoutError, ValueError)
-    try:
-        if entry.hub_filename is None:  # a whole repo (CLIP)
-            huggingface_hub.snapshot_download(entry.hub_repo, local_dir=target, allow_patterns=CLIP_PATTERNS,
-                                              local_files_only=offline)
-            return target
-        if target.is_file() and (entry.md5 or entry.sha256):
-            try:
-                verify(entry, target)
-                log(f"{entry.key}: already present and verified ({target})")
-                return target
-            except CapHumanError:
-                log(f"{entry.key}: local copy fails its checksum, downloading again")
-        downloaded = Path(huggingface_hub.hf_hub_download(
-            entry.hub_repo, entry.hub_filename, local_dir=target.parent, local_files_only=offline))
-    except failures as exc:
-        raise _network_error(entry, exc, offline) from None
-    if downloaded.resolve() != target.resolve():
-        shutil.move(str(downloaded), str(target))
-    verify(entry, target)
-    log(f"{entry.key}: ok ({target})")
-    return target
-
-
-def download(target: str = "all", offline: bool = False, convert: bool = True, root: Path | None = None,
-             log=print) -> Path | None:
-    """Fetch the files of ``target`` (caphuman | backbone | encoders | all), then convert when possible."""
-    if target not in GROUPS:
-        raise CapHumanError(f"unknown download target {target!r}; choose one of {', '.join(GROUPS)}")
-    root = Path(root) if root else checkpoints_root()
-    for key in GROUPS[target]:
-        fetch(REGISTRY[key], root, offline=offline, log=log)
-    ckpt, backbone = local_path("caphuman", root), local_path("backbone", root)
-    if not convert or not (ckpt.is_file() and backbone.is_file()):
-        if convert:
-            log("conversion skipped: needs both the CapHuman checkpoint and the backbone "
-                "(`python -m caphuman download all`)")
-        return None
-    from caphuman.diffusion.convert import convert_caphuman
-
-    vae, clip = local_path("vae", root), local_path("clip", root)
-    out = root / CONVERTED_DIRNAME
-    convert_caphuman(ckpt, out, backbone=backbone, vae=vae if vae.is_file() else None,
-                     clip=clip if clip.exists() else None, log=log)
-    return out

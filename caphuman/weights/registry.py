@@ -1,8 +1,10 @@
 """One table of every model file caphuman can use: where it lives, where it comes from, its licence.
 
 Paths are relative to the checkpoints root (``checkpoints/`` beside ``app.py`` unless
-``CAPHUMAN_CHECKPOINTS`` points elsewhere). Licence-gated files (FLAME, DECA) carry no download
-source: the user fetches them by hand from ``manual_url`` and the doctor says so.
+``CAPHUMAN_CHECKPOINTS`` points elsewhere). Public files have a source that
+:mod:`caphuman.weights.fetch` downloads (a Hub repo file, a whole Hub repo, or a plain URL);
+licence-gated files (FLAME, DECA) have none: the user fetches them by hand from ``manual_url``
+and the doctor says so.
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from pathlib import Path
 class WeightFile:
     """One model file.
 
-    ``hub_repo``/``hub_filename``: where huggingface_hub downloads it (None: not auto-downloadable).
-    ``md5``: checksum from the original project's setup script where known.
+    Sources, first match wins: ``hub_repo`` + ``hub_filename`` (one Hub file), ``hub_repo`` alone
+    (a whole Hub repo, a folder), ``url`` (a plain HTTPS file; ``archive="zip"`` unpacks it into
+    ``path``, which is then a folder that must hold ``members``). None of them: manual only.
+    ``md5``/``sha256``: published checksums (a download that fails one is deleted); without
+    them a file is checked by ``check`` (see :mod:`caphuman.weights.fetch`) and by the Hub's own
+    SHA-256 where the Hub gives one. ``size_bytes``: exact size when known (None otherwise).
+    ``notice``: printed before the download (licence terms the user must accept).
     ``needed_for``: the feature that stops working without it.
     """
 
@@ -33,6 +40,25 @@ class WeightFile:
     sha256: str | None = None
     size_bytes: int | None = None
     gated: bool = False
+    url: str | None = None
+    archive: str | None = None
+    members: tuple[str, ...] = ()
+    check: str | None = None
+    notice: str | None = None
+
+    @property
+    def downloadable(self) -> bool:
+        """True when caphuman can fetch it by itself (not licence-gated, has a source)."""
+        return not self.gated and bool(self.hub_repo or self.url)
+
+    @property
+    def source(self) -> str:
+        """Where it comes from, in words (Hub repo/file, URL, or the manual source)."""
+        if self.hub_repo and self.hub_filename:
+            return f"huggingface.co/{self.hub_repo} ({self.hub_filename})"
+        if self.hub_repo:
+            return f"huggingface.co/{self.hub_repo} (whole repo)"
+        return self.url or self.manual_url or "unknown"
 
 
 REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
@@ -49,7 +75,7 @@ REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
         hub_repo="SG161222/Realistic_Vision_V3.0_VAE", hub_filename="Realistic_Vision_V3.0.ckpt",
         md5="24913fbd1ed9cb7500ee90191bc5d4b2",
         sha256="8fc37222c68165acf779e1bb3d6af501e14d90cbb10e8e0c1e4a88d917e0aea7",
-        size_bytes=4_240_000_000),
+        ),
     WeightFile(
         key="vae", path="vae/vae-ft-mse-840000-ema-pruned.safetensors",
         description="VAE override (sd-vae-ft-mse)", licence="MIT", needed_for="generation",
@@ -62,21 +88,27 @@ REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
         hub_repo="openai/clip-vit-large-patch14"),
     WeightFile(
         key="face_parsing", path="face-parsing/79999_iter.pth",
-        description="BiSeNet face parser (19 CelebAMask-HQ classes)", licence="MIT",
-        needed_for="face-only image for CLIP tokens",
+        description="BiSeNet face parser (19 CelebAMask-HQ classes)", licence="MIT (face-parsing.PyTorch)",
+        needed_for="generation (face-only image for the CLIP tokens)",
+        # A public Hub mirror of the author's Google Drive file; the MD5 is the one CapHuman's setup gives.
+        hub_repo="ManyOtherFunctions/face-parse-bisent", hub_filename="79999_iter.pth",
         manual_url="https://github.com/zllrunning/face-parsing.PyTorch (Google Drive id 154JgKpzCPW82qINcVieuPH3fZ2e0P812)",
-        md5="ff26a222ce48a618a1fa820b46223cae"),
+        md5="ff26a222ce48a618a1fa820b46223cae", check="torch_state_dict"),
     WeightFile(
         key="facenet", path="facenet/20180402-114759-vggface2.pt",
         description="FaceNet InceptionResnetV1 (VGGFace2)", licence="MIT (facenet-pytorch)",
-        needed_for="identity embedding",
-        manual_url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"),
+        needed_for="generation (identity embedding)",
+        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+        check="torch_state_dict"),
     WeightFile(
         key="insightface", path="insightface/models/buffalo_l",
         description="insightface buffalo_l pack (SCRFD detector, 68-point landmarks, ArcFace)",
-        licence="non-commercial research (insightface model zoo)",
-        needed_for="best face detection and identity similarity (an offline fallback exists)",
-        manual_url="https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"),
+        licence="non-commercial research only (insightface model zoo)",
+        needed_for="best face detection, landmarks and identity similarity (an offline fallback exists)",
+        url="https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip", archive="zip",
+        members=("det_10g.onnx", "1k3d68.onnx", "2d106det.onnx", "w600k_r50.onnx"), check="onnx_pack",
+        notice="insightface's pretrained models are for NON-COMMERCIAL RESEARCH USE ONLY "
+               "(https://github.com/deepinsight/insightface#license); by downloading them you accept this."),
     WeightFile(
         key="deca", path="deca/deca_model.tar",
         description="DECA encoder (E_flame) for fitting FLAME to a photo",
@@ -175,29 +207,7 @@ def where_to_get(key: str) -> str:
     w = REGISTRY[key]
     if w.gated:
         return f"licence-gated, never downloaded automatically: get it from {w.manual_url} and put it at checkpoints/{w.path}"
-    if w.hub_repo:
-        return f"python -m caphuman download {key}  (huggingface.co/{w.hub_repo})"
+    if w.downloadable:
+        return f"python -m caphuman download {key}  ({w.source})"
     return f"download {w.manual_url} to checkpoints/{w.path}"
 
-
-def download(key: str, root: str | os.PathLike | None = None) -> Path:
-    """Fetch a non-gated Hub file/folder into the checkpoints folder with huggingface_hub.
-
-    Gated files (FLAME, DECA) and files without a Hub source raise MissingWeightsError saying
-    where to get them by hand."""
-    from caphuman.errors import MissingWeightsError
-
-    w = REGISTRY[key]
-    if w.gated or not w.hub_repo:
-        raise MissingWeightsError(f"{key}: {where_to_get(key)}")
-    import huggingface_hub
-
-    dest = local_path(key, root)
-    if w.hub_filename:
-        got = huggingface_hub.hf_hub_download(w.hub_repo, w.hub_filename, local_dir=str(dest.parent))
-        got = Path(got)
-        if got.resolve() != dest.resolve():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            got.replace(dest)
-        return dest
-    return Path(huggingface_hub.snapshot_download(w.hub_repo, local_dir=str(dest)))

@@ -1,0 +1,332 @@
+"""Get one registry file onto disk: resumable, atomic, verified.
+
+Three kinds of source (:class:`~caphuman.weights.registry.WeightFile`):
+
+* one Hub file: ``huggingface_hub.hf_hub_download`` into a staging folder (it resumes and writes
+  atomically there), verified, then moved to its final path;
+* a whole Hub repo (CLIP): ``huggingface_hub.snapshot_download`` of the files the pipeline reads;
+* a plain URL: ``huggingface_hub``'s streaming ``http_get`` (progress bar, retries, ``Range``
+  resume) appended to ``<name>.part`` in the staging folder, verified, then moved (a ``.zip`` is
+  unpacked into a staging folder first, member names checked, then the folder is moved).
+
+Nothing half-written ever sits at a final path: a failed, interrupted or refused download leaves
+at most a ``.part`` file under ``<checkpoints>/.downloads/`` that the next run resumes, or nothing.
+
+Verification, strongest first: the registry's published SHA-256 / MD5; else the Hub's own SHA-256
+(the ETag of a Hub LFS file); else a structural check (``check``: the file loads as a tensor state
+dict, or the archive holds the expected ONNX models). Whatever passes, the SHA-256 is recorded in
+``<checkpoints>/.downloads/verified.json`` so ``doctor --verify`` can tell a later change.
+
+Mirrors: Hub files honour ``HF_ENDPOINT`` (huggingface_hub's own setting); plain URLs honour
+``CAPHUMAN_DOWNLOAD_MIRROR``: ``https://host/path`` is fetched as ``$CAPHUMAN_DOWNLOAD_MIRROR/host/path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from caphuman.errors import CapHumanError, MissingWeightsError
+from caphuman.weights.registry import WeightFile
+
+MIRROR_ENV = "CAPHUMAN_DOWNLOAD_MIRROR"
+STAGING_DIRNAME = ".downloads"
+RECORD_NAME = "verified.json"
+#: Files of a transformers CLIP repo that the pipeline needs (weights as safetensors only).
+CLIP_PATTERNS = ["*.json", "*.txt", "model.safetensors"]
+#: An archive may unpack to at most this many bytes, and at most this ratio over its packed size.
+MAX_UNPACKED_BYTES = 4 << 30
+MAX_UNPACK_RATIO = 200
+
+Log = Callable[[str], None]
+
+
+class ChecksumError(CapHumanError):
+    """A downloaded file does not match its published checksum (it has been deleted)."""
+
+
+# ---------------------------------------------------------------------------- small helpers
+def file_checksum(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file (streamed), ``algorithm`` as :func:`hashlib.new` names it."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def mirrored(url: str) -> str:
+    """``url`` rewritten onto ``$CAPHUMAN_DOWNLOAD_MIRROR`` when it is set."""
+    mirror = os.environ.get(MIRROR_ENV, "").rstrip("/")
+    if not mirror:
+        return url
+    parts = urlsplit(url)
+    return f"{mirror}/{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+
+def is_offline(offline: bool = False) -> bool:
+    """``offline`` or ``HF_HUB_OFFLINE`` set to a true value."""
+    return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def staging_dir(root: Path) -> Path:
+    return Path(root) / STAGING_DIRNAME
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
+# ---------------------------------------------------------------------------- verification record
+def read_record(root: Path) -> dict:
+    """``{key: {"sha256", "size", "source", "verified_by"}}`` of files fetched and verified here."""
+    path = staging_dir(root) / RECORD_NAME
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_record(root: Path, key: str, entry: dict) -> None:
+    record = read_record(root)
+    record[key] = entry
+    path = staging_dir(root) / RECORD_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_published(entry: WeightFile, path: Path) -> str | None:
+    """Compare with the registry's sha256/md5; returns "sha256"/"md5" when one matched, None when
+    none is published; raises :class:`ChecksumError` on a mismatch."""
+    for algo in ("sha256", "md5"):
+        want = getattr(entry, algo)
+        if want:
+            got = file_checksum(path, algo)
+            if got != want.lower():
+                raise ChecksumError(f"{entry.key}: the download fails its {algo} check (got {got}, expected "
+                                    f"{want}); it was deleted. Try again later or from another mirror")
+            return algo
+    return None
+
+
+def _check_structure(entry: WeightFile, path: Path) -> str:
+    """The registry's structural check of ``path`` (a file, or an unpacked folder)."""
+    if entry.check == "torch_state_dict":
+        from caphuman.weights.safe_load import load_torch_file
+
+        try:
+            obj = load_torch_file(path)
+        except CapHumanError as exc:
+            raise ChecksumError(f"{entry.key}: the download is not a usable checkpoint ({exc}); it was deleted") \
+                from None
+        state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+        if not isinstance(state, dict) or not state:
+            raise ChecksumError(f"{entry.key}: the download holds no state dict; it was deleted")
+        return "loads as a state dict"
+    if entry.check == "onnx_pack":
+        missing = [m for m in entry.members if not (path / m).is_file()]
+        if missing:
+            raise ChecksumError(f"{entry.key}: the archive lacks {', '.join(missing)}; it was deleted")
+        return f"archive holds {len(entry.members)} expected models"
+    return "no published checksum"
+
+
+# ---------------------------------------------------------------------------- archives
+def safe_extract_zip(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> list[Path]:
+    """Unpack ``archive`` into ``dest`` refusing absolute or ``..`` member names, links, and
+    archives that would unpack beyond ``max_bytes`` or ``MAX_UNPACK_RATIO`` times their size
+    (zip bombs). A single top-level folder is flattened. Returns the files written."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ChecksumError(f"{archive.name} is not a readable zip archive ({_short(exc)})") from None
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        total = sum(i.file_size for i in infos)
+        if total > max_bytes or total > MAX_UNPACK_RATIO * max(archive.stat().st_size, 1):
+            raise ChecksumError(f"{archive.name} would unpack to {total} bytes: refused (zip bomb?)")
+        names = []
+        for info in infos:
+            name = info.filename.replace("\\", "/")
+            parts = [p for p in name.split("/") if p not in ("", ".")]
+            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+                raise ChecksumError(f"{archive.name}: member {info.filename!r} points outside the folder: refused")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise ChecksumError(f"{archive.name}: member {info.filename!r} is a symbolic link: refused")
+            names.append(parts)
+        strip = 1 if names and len({p[0] for p in names}) == 1 and all(len(p) > 1 for p in names) else 0
+        written = []
+        dest.mkdir(parents=True, exist_ok=True)
+        for info, parts in zip(infos, names):
+            out = dest.joinpath(*parts[strip:])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(out, "wb") as dst:
+                copied = shutil.copyfileobj(src, dst, 1 << 20)  # noqa: F841 - sizes checked above
+            if out.stat().st_size != info.file_size:
+                raise ChecksumError(f"{archive.name}: member {info.filename!r} is corrupt")
+            written.append(out)
+    return written
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Move a verified file or folder to its final path (replacing what is there)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_dir() and src.is_dir():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+
+
+# ---------------------------------------------------------------------------- the three sources
+def _http_errors():
+    import httpx2  # huggingface_hub's HTTP client
+    from huggingface_hub import errors as hf_errors
+
+    return (hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError, httpx2.HTTPError, OSError,
+            ConnectionError, TimeoutError, ValueError)
+
+
+def _fetch_url(entry: WeightFile, root: Path, log: Log) -> tuple[Path, str, str]:
+    """Plain URL -> verified file (or unpacked folder) in staging. Returns (path, how verified, sha256)."""
+    from huggingface_hub.file_download import http_get
+
+    stage = staging_dir(root)
+    stage.mkdir(parents=True, exist_ok=True)
+    name = Path(urlsplit(entry.url).path).name or entry.key
+    part = stage / f"{name}.part"
+    url = mirrored(entry.url)
+    resume = part.stat().st_size if part.is_file() else 0
+    if resume:
+        log(f"{entry.key}: resuming {name} at {resume} bytes")
+    try:
+        with open(part, "ab") as f:
+            http_get(url, f, resume_size=resume, expected_size=entry.size_bytes, displayed_filename=name)
+    except _http_errors() as exc:
+        raise CapHumanError(f"{entry.key}: could not download {url} ({_short(exc)}); check the network and "
+                            f"run the same command again: it resumes ({part.stat().st_size if part.is_file() else 0}"
+                            " bytes kept)") from None
+    try:
+        how = _check_published(entry, part)
+        sha = file_checksum(part, "sha256")
+        if entry.archive == "zip":
+            unpacked = stage / f"{entry.key}.unpacked"
+            shutil.rmtree(unpacked, ignore_errors=True)
+            safe_extract_zip(part, unpacked)
+            how = how or _check_structure(entry, unpacked)
+            part.unlink()
+            return unpacked, how, sha
+        how = how or _check_structure(entry, part)
+    except ChecksumError:
+        part.unlink(missing_ok=True)
+        shutil.rmtree(stage / f"{entry.key}.unpacked", ignore_errors=True)
+        raise
+    return part, how, sha
+
+
+def _fetch_hub_file(entry: WeightFile, root: Path, offline: bool, log: Log):
+    """One Hub file -> verified file in staging. Returns (path, how verified, sha256)."""
+    import huggingface_hub
+
+    stage = staging_dir(root) / entry.key
+    hub_sha = None
+    try:
+        if not offline:
+            meta = huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(entry.hub_repo, entry.hub_filename))
+            etag = (meta.etag or "").strip('"').lower()
+            hub_sha = etag if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) else None
+        got = Path(huggingface_hub.hf_hub_download(entry.hub_repo, entry.hub_filename, local_dir=stage,
+                                                   local_files_only=offline))
+    except _http_errors() as exc:
+        raise _network_error(entry, exc, offline) from None
+    try:
+        how = _check_published(entry, got)
+        sha = file_checksum(got, "sha256")
+        if how is None and hub_sha is not None:
+            if sha != hub_sha:
+                raise ChecksumError(f"{entry.key}: the download does not match the Hub's SHA-256 ({sha} != "
+                                    f"{hub_sha}); it was deleted. Run the command again")
+            how = "hub sha256"
+        how = how or _check_structure(entry, got)
+    except ChecksumError:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return got, how, sha
+
+
+def _network_error(entry: WeightFile, exc: Exception, offline: bool) -> CapHumanError:
+    where = f"{entry.hub_repo}/{entry.hub_filename or ''}".rstrip("/") if entry.hub_repo else mirrored(entry.url or "")
+    if offline:
+        return MissingWeightsError(f"{entry.key}: not available offline (no local copy of {where}); "
+                                   "run without --offline when the network is up")
+    return CapHumanError(f"{entry.key}: could not download {where} ({_short(exc)}); check the network "
+                         "or use --offline with files already in checkpoints/")
+
+
+def local_ok(entry: WeightFile, target: Path) -> bool:
+    """Is ``target`` present and (for a file with a published checksum) intact?"""
+    if target.is_dir():
+        return all((target / m).is_file() for m in entry.members) and any(target.iterdir())
+    if not target.is_file() or target.stat().st_size == 0:
+        return False
+    try:
+        _check_published(entry, target)
+    except ChecksumError:
+        return False
+    return True
+
+
+def fetch(entry: WeightFile, root: str | os.PathLike, offline: bool = False, log: Log = print) -> Path:
+    """Put ``entry`` at ``root / entry.path``, downloading it when missing; returns that path.
+
+    Raises :class:`MissingWeightsError` (gated, or offline without a copy), :class:`ChecksumError`
+    (the download failed verification and was deleted) or :class:`CapHumanError` (network)."""
+    root = Path(root)
+    target = root / entry.path
+    offline = is_offline(offline)
+    if not entry.downloadable:
+        if target.exists():
+            return target
+        raise MissingWeightsError(f"{entry.key}: licence-gated, never downloaded automatically: get it from "
+                                  f"{entry.manual_url} and put it at {target}")
+    if entry.hub_repo and not entry.hub_filename:  # a whole repo: huggingface_hub places each file atomically
+        import huggingface_hub
+
+        log(f"{entry.key}: {entry.description} -- licence: {entry.licence}")
+        try:
+            huggingface_hub.snapshot_download(entry.hub_repo, local_dir=target, allow_patterns=CLIP_PATTERNS,
+                                              local_files_only=offline)
+        except _http_errors() as exc:
+            raise _network_error(entry, exc, offline) from None
+        return target
+    if local_ok(entry, target):
+        log(f"{entry.key}: already present ({target})")
+        return target
+    if target.exists():
+        log(f"{entry.key}: the copy at {target} fails its checksum; downloading again")
+    if offline and not entry.hub_repo:
+        raise MissingWeightsError(f"{entry.key}: not available offline (no copy at {target}); "
+                                  "run without --offline when the network is up")
+    if entry.notice:
+        log(f"{entry.key}: NOTE: {entry.notice}")
+    log(f"{entry.key}: {entry.description} from {entry.source if entry.hub_repo else mirrored(entry.url)} "
+        f"-- licence: {entry.licence}")
+    if entry.hub_repo:
+        staged, how, sha = _fetch_hub_file(entry, root, offline, log)
+    else:
+        staged, how, sha = _fetch_url(entry, root, log)
+    _place(staged, target)
+    if entry.hub_repo:
+        shutil.rmtree(staging_dir(root) / entry.key, ignore_errors=True)
+    _write_record(root, entry.key, {"sha256": sha, "verified_by": how,
+                                    "source": entry.source if entry.hub_repo else entry.url})
+    log(f"{entry.key}: ok, verified ({how}) -> {target}")
+    return target
