@@ -361,3 +361,42 @@ def test_cli_downloads_from_mirrors_and_refuses_a_bad_file(server, tmp_path):
     assert not (tmp_path / "face-parsing/79999_iter.pth").exists()
     p = _cli("download", "facenet", "--offline", env=env)  # already there: fine offline
     assert p.returncode == 0, p.stderr
+
+
+# ---------------------------------------------------------------------------- readiness (doctor, banner)
+def test_readiness_names_what_is_missing_and_the_one_command(tmp_path, tiny_weights, monkeypatch):
+    import shutil
+
+    from caphuman.weights.readiness import generation_readiness
+
+    monkeypatch.delenv("CAPHUMAN_WEIGHTS", raising=False)
+    monkeypatch.delenv("CAPHUMAN_WEIGHTS_REPO", raising=False)
+    empty = generation_readiness(root=tmp_path)
+    assert not empty.ready and empty.command == "python -m caphuman download all"
+    names = [m.split(" ")[0] for m in empty.missing]
+    assert names == ["caphuman", "backbone", "vae", "clip", "converted", "facenet", "face_parsing"]
+    assert empty.line().startswith("ready to generate: no — missing: caphuman (caphuman/caphuman.ckpt)")
+    assert empty.line().endswith("— run: python -m caphuman download all")
+    # the tiny model carries its own identity encoders: nothing else is needed
+    ok = generation_readiness(tiny_weights, root=tmp_path)
+    assert ok.ready and ok.line() == f"ready to generate: yes (weights: {tiny_weights})"
+    # a converted folder without identity encoders needs FaceNet and BiSeNet from checkpoints/
+    conv = tmp_path / "caphuman-diffusers"
+    shutil.copytree(tiny_weights, conv)
+    shutil.rmtree(conv / "identity")
+    part = generation_readiness(root=tmp_path)
+    assert [m.split(" ")[0] for m in part.missing] == ["facenet", "face_parsing"]
+    for key in ("facenet", "face_parsing"):
+        from caphuman.weights.registry import local_path
+
+        f = local_path(key, tmp_path)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"x")
+    assert generation_readiness(root=tmp_path).ready
+
+
+def test_doctor_answers_readiness_first(tmp_path):
+    p = _cli("doctor", env={"CAPHUMAN_CHECKPOINTS": str(tmp_path)})
+    assert p.returncode == 0
+    first = p.stdout.splitlines()[0]
+    assert first.startswith("ready to generate: no — missing: ") and "run: python -m caphuman download all" in first

@@ -1,6 +1,9 @@
-"""``python -m caphuman doctor``: which model files are present or missing, and why each matters.
+"""``python -m caphuman doctor``: can I generate now? Then which model files are present or
+missing, and why each matters.
 
-Always exits 0; ``--verify`` also checks MD5 checksums where known (reads every byte).
+The first line answers the question (``ready to generate: yes / no — missing: … — run: …``).
+Always exits 0; ``--verify`` also checks published checksums and the SHA-256 recorded when a
+file was downloaded (reads every byte).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", help="checkpoints folder (default: $CAPHUMAN_CHECKPOINTS or ./checkpoints)")
-    parser.add_argument("--verify", action="store_true", help="compare MD5 checksums where known (slow)")
+    parser.add_argument("--weights", help="converted CapHuman folder or Hub repo id to check (default: as `generate`)")
+    parser.add_argument("--verify", action="store_true",
+                        help="compare checksums (published, or recorded at download) of every file (slow)")
 
 
 def _size(n: int | None) -> str:
@@ -23,12 +28,13 @@ def _size(n: int | None) -> str:
     return ""
 
 
-def report(root=None, verify: bool = False) -> str:
+def report(root=None, verify: bool = False, weights=None) -> str:
     """The doctor's text (see module docstring)."""
+    from caphuman.weights.readiness import generation_readiness
     from caphuman.weights.registry import REGISTRY, checkpoints_root, file_status, where_to_get
 
     base = root if root is not None else checkpoints_root()
-    lines = [f"checkpoints folder: {base}", ""]
+    lines = [generation_readiness(weights, root).line(), "", f"checkpoints folder: {base}", ""]
     missing = []
     for key, w in REGISTRY.items():
         st = file_status(key, root, verify=verify)
@@ -61,5 +67,5 @@ def report(root=None, verify: bool = False) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(report(args.checkpoints, verify=args.verify))
+    print(report(args.checkpoints, verify=args.verify, weights=args.weights))
     return 0

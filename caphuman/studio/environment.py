@@ -16,12 +16,16 @@ class Environment:
     weights: str | None
     generation_ready: bool
     lines: list[tuple[bool, str]] = field(default_factory=list)
+    readiness: str = ""
 
     def markdown(self) -> str:
+        """The readiness line first (short), then device/head, the details folded."""
+        first = f"**{self.readiness[:1].upper()}{self.readiness[1:]}**" if self.readiness else ""
         head = f"**Device:** {self.device} · **Head:** {self.head} · **Generation:** " + (
             f"ready ({self.weights})" if self.generation_ready else "not available")
         items = "\n".join(f"- **{'ok' if ok else 'missing'}:** {text}" for ok, text in self.lines)
-        return head + ("\n\n" + items if items else "")
+        details = f"\n\n<details><summary>Details</summary>\n\n{items}\n\n</details>" if items else ""
+        return (first + "\n\n" if first else "") + head + details
 
 
 def device_name(device: str) -> str:
@@ -59,13 +63,22 @@ def describe(device: str, head_description: str, head_kind: str, weights: str | 
         tiny = weights and (Path(weights) / "TINY_MODEL.json").is_file()
         lines.append((True, f"generation weights: {weights}" + (
             " (tiny RANDOM test model: images are noise-like by design)" if tiny else "")))
+    readiness = ""
     try:
+        from caphuman.weights.readiness import generation_readiness
         from caphuman.weights.registry import REGISTRY, local_path
 
         missing = [k for k in REGISTRY if not local_path(k).exists()]
         if missing:
             lines.append((False, f"checkpoints/ lacks: {', '.join(missing)} — see `python -m caphuman doctor`"))
+        ready = generation_readiness(weights)
+        readiness = ready.short()
+        if not ready.ready:
+            lines.insert(0, (False, "needed for generation: " + ", ".join(ready.missing)))
+        if ready.ready and generator_error:  # files are there but loading failed / is still running
+            readiness = f"ready to generate: not yet — {generator_error}"
     except Exception:  # noqa: BLE001 - the banner must never fail
         pass
     return Environment(device=device_name(device), head=head_description, weights=weights,
-                       generation_ready=weights is not None and not generator_error, lines=lines)
+                       generation_ready=weights is not None and not generator_error, lines=lines,
+                       readiness=readiness)

@@ -182,7 +182,8 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 def file_status(key: str, root: str | os.PathLike | None = None, verify: bool = False) -> FileStatus:
     """Is ``key`` present? Folders count when they hold at least one file; with ``verify`` the
-    MD5 is compared where the registry knows it (slow for multi-GB files)."""
+    MD5 is compared where the registry knows it, else the SHA-256 recorded at download (slow
+    for multi-GB files)."""
     w = REGISTRY[key]
     p = local_path(key, root)
     if p.is_dir():
@@ -199,6 +200,12 @@ def file_status(key: str, root: str | os.PathLike | None = None, verify: bool = 
         got = md5sum(p)
         if got != w.md5:
             return FileStatus(key, p, "bad-checksum", size, f"md5 {got}, expected {w.md5}")
+    elif verify:  # no published checksum: compare with the SHA-256 recorded when it was downloaded
+        from caphuman.weights.fetch import file_checksum, read_record
+
+        want = read_record(Path(root) if root is not None else checkpoints_root()).get(key, {}).get("sha256")
+        if want and file_checksum(p, "sha256") != want:
+            return FileStatus(key, p, "bad-checksum", size, "changed since it was downloaded and verified")
     return FileStatus(key, p, "present", size)
 
 
