@@ -12,16 +12,18 @@ The pipeline only needs two things about the reference person (reference §1.3 s
 * ``parser(x) -> logits (B, 19, H, W)`` (or a tuple whose first item is that), ``x``: (B, 3, H, W)
   in [0, 1] normalised with ImageNet mean/std; class ids as CelebAMask-HQ (0 background ... 18 hat).
 
-A weights folder stores them in ``identity/identity.json`` as ``{"recognizer": {"class":
-"module:Class", "kwargs": {...}, "weights": "recognizer.safetensors"}, "parser": {...}}``, so the
-tiny stand-ins of :mod:`caphuman.testing.tiny_model` and the real ``caphuman.face`` classes load the
-same way. Face detection (MTCNN) belongs to ``caphuman.face``; pass its crop function as ``crop``.
+A weights folder stores them in ``identity/identity.json`` as ``{"recognizer": {"class": NAME,
+"kwargs": {...}, "weights": "recognizer.safetensors"}, "parser": {...}}``. ``NAME`` is a short name
+of :data:`IDENTITY_CLASSES`, a fixed table of the project's own classes: a weights folder (which
+may come from anywhere, e.g. a Hub repo) never names code to import or call. Face detection
+(MTCNN) belongs to ``caphuman.face``; pass its crop function as ``crop``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -100,7 +102,8 @@ class IdentityEncoder:
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path, spec: dict[str, dict]) -> None:
-        """Write ``identity.json`` + safetensors. ``spec``: {"recognizer"|"parser": {"class", "kwargs"}}."""
+        """Write ``identity.json`` + safetensors. ``spec``: {"recognizer"|"parser": {"class", "kwargs"}},
+        "class" a short name of :data:`IDENTITY_CLASSES`."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -110,13 +113,48 @@ class IdentityEncoder:
             module = getattr(self, name)
             fname = f"{name}.safetensors"
             save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / fname))
-            index[name] = {"class": spec[name]["class"], "kwargs": spec[name].get("kwargs", {}), "weights": fname}
+            cls = _LEGACY_NAMES.get(spec[name]["class"], spec[name]["class"])
+            if cls not in IDENTITY_CLASSES:
+                raise ValueError(f"{cls!r} is not in IDENTITY_CLASSES")
+            index[name] = {"class": cls, "kwargs": spec[name].get("kwargs", {}), "weights": fname}
         (folder / "identity.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def _import_class(path: str):
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+#: The only classes an ``identity.json`` may name: short name -> (module, class, role).
+IDENTITY_CLASSES: dict[str, tuple[str, str, str]] = {
+    "facenet": ("caphuman.face.facenet", "InceptionResnetV1", "recognizer"),
+    "bisenet": ("caphuman.face.parsing", "BiSeNet", "parser"),
+    "tiny-recognizer": ("caphuman.testing.tiny_model", "TinyRecognizer", "recognizer"),
+    "tiny-face-parser": ("caphuman.testing.tiny_model", "TinyFaceParser", "parser"),
+}
+#: Older folders spelled the same classes as "module:Class"; only these exact spellings are accepted.
+_LEGACY_NAMES = {f"{m}:{c}": name for name, (m, c, _) in IDENTITY_CLASSES.items()}
+
+
+def _checked_entry(index_file: Path, index: Any, role: str) -> tuple[str, dict, str]:
+    """Validate one ``identity.json`` entry BEFORE anything is imported; returns (name, kwargs, weights)."""
+    from caphuman.errors import InputError
+
+    where = f"{index_file} ({role})"
+    entry = index.get(role) if isinstance(index, dict) else None
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: missing or not an object; re-create the folder with `python -m caphuman convert`")
+    name = entry.get("class")
+    name = _LEGACY_NAMES.get(name, name) if isinstance(name, str) else name
+    if not isinstance(name, str) or name not in IDENTITY_CLASSES or IDENTITY_CLASSES[name][2] != role:
+        allowed = ", ".join(n for n, v in IDENTITY_CLASSES.items() if v[2] == role)
+        raise InputError(f"{where}: class {str(entry.get('class'))[:80]!r} is not allowed (a weights folder "
+                         f"cannot name code); use one of: {allowed}")
+    kwargs = entry.get("kwargs", {})
+    simple = (bool, int, float, str)
+    if not isinstance(kwargs, dict) or not all(
+            isinstance(k, str) and (isinstance(v, simple) or (isinstance(v, list) and all(isinstance(x, int) for x in v)))
+            for k, v in kwargs.items()) or any(isinstance(v, float) and not math.isfinite(v) for v in kwargs.values()):
+        raise InputError(f"{where}: kwargs must be an object of plain numbers/strings")
+    weights = entry.get("weights")
+    if not isinstance(weights, str) or Path(weights).name != weights or not weights.endswith(".safetensors"):
+        raise InputError(f"{where}: weights must be a .safetensors file name inside {index_file.parent}")
+    return name, kwargs, weights
 
 
 def load_identity_encoder(folder: str | Path, device="cpu") -> IdentityEncoder:
@@ -125,18 +163,35 @@ def load_identity_encoder(folder: str | Path, device="cpu") -> IdentityEncoder:
 
     from caphuman.errors import MissingWeightsError
 
+    from caphuman.errors import InputError
+
     folder = Path(folder)
     index_file = folder / "identity.json"
     if not index_file.is_file():
         raise MissingWeightsError(f"no identity encoders at {folder} (expected identity.json)")
-    index = json.loads(index_file.read_text())
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InputError(f"{index_file} is not valid JSON; re-create the folder with `python -m caphuman convert`") \
+            from None
+    entries = {role: _checked_entry(index_file, index, role) for role in ("recognizer", "parser")}
     modules = {}
-    for name in ("recognizer", "parser"):
-        entry = index[name]
-        module = _import_class(entry["class"])(**entry.get("kwargs", {}))
-        weights = folder / entry["weights"]
+    for role, (name, kwargs, weights_name) in entries.items():
+        module_name, class_name, _ = IDENTITY_CLASSES[name]
+        try:
+            module = getattr(importlib.import_module(module_name), class_name)(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{index_file} ({role}): bad kwargs for {name}: {exc}") from None
+        weights = folder / weights_name
         if not weights.is_file():
             raise MissingWeightsError(f"missing {weights}")
-        module.load_state_dict(load_file(str(weights)), strict=True)
-        modules[name] = module.to(device)
+        from safetensors import SafetensorError
+
+        try:
+            module.load_state_dict(load_file(str(weights)), strict=True)
+        except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{weights} is broken or does not match {name} ({first}); re-create the folder") \
+                from None
+        modules[role] = module.to(device)
     return IdentityEncoder(modules["recognizer"], modules["parser"])

@@ -171,8 +171,8 @@ def build_identity_encoder(seed: int = 0):
 
 
 IDENTITY_SPEC = {
-    "recognizer": {"class": "caphuman.testing.tiny_model:TinyRecognizer", "kwargs": {"width": 8}},
-    "parser": {"class": "caphuman.testing.tiny_model:TinyFaceParser", "kwargs": {"width": 8}},
+    "recognizer": {"class": "tiny-recognizer", "kwargs": {"width": 8}},
+    "parser": {"class": "tiny-face-parser", "kwargs": {"width": 8}},
 }
 
 
