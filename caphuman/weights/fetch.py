@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -40,9 +39,6 @@ STAGING_DIRNAME = ".downloads"
 RECORD_NAME = "verified.json"
 #: Files of a transformers CLIP repo that the pipeline needs (weights as safetensors only).
 CLIP_PATTERNS = ["*.json", "*.txt", "model.safetensors"]
-#: An archive may unpack to at most this many bytes, and at most this ratio over its packed size.
-MAX_UNPACKED_BYTES = 4 << 30
-MAX_UNPACK_RATIO = 200
 
 Log = Callable[[str], None]
 
@@ -141,43 +137,6 @@ def _check_structure(entry: WeightFile, path: Path) -> str:
     return "no published checksum"
 
 
-# ---------------------------------------------------------------------------- archives
-def safe_extract_zip(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> list[Path]:
-    """Unpack ``archive`` into ``dest`` refusing absolute or ``..`` member names, links, and
-    archives that would unpack beyond ``max_bytes`` or ``MAX_UNPACK_RATIO`` times their size
-    (zip bombs). A single top-level folder is flattened. Returns the files written."""
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ChecksumError(f"{archive.name} is not a readable zip archive ({_short(exc)})") from None
-    with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
-        total = sum(i.file_size for i in infos)
-        if total > max_bytes or total > MAX_UNPACK_RATIO * max(archive.stat().st_size, 1):
-            raise ChecksumError(f"{archive.name} would unpack to {total} bytes: refused (zip bomb?)")
-        names = []
-        for info in infos:
-            name = info.filename.replace("\\", "/")
-            parts = [p for p in name.split("/") if p not in ("", ".")]
-            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-                raise ChecksumError(f"{archive.name}: member {info.filename!r} points outside the folder: refused")
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise ChecksumError(f"{archive.name}: member {info.filename!r} is a symbolic link: refused")
-            names.append(parts)
-        strip = 1 if names and len({p[0] for p in names}) == 1 and all(len(p) > 1 for p in names) else 0
-        written = []
-        dest.mkdir(parents=True, exist_ok=True)
-        for info, parts in zip(infos, names):
-            out = dest.joinpath(*parts[strip:])
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(out, "wb") as dst:
-                copied = shutil.copyfileobj(src, dst, 1 << 20)  # noqa: F841 - sizes checked above
-            if out.stat().st_size != info.file_size:
-                raise ChecksumError(f"{archive.name}: member {info.filename!r} is corrupt")
-            written.append(out)
-    return written
-
-
 def _place(src: Path, dst: Path) -> None:
     """Move a verified file or folder to its final path (replacing what is there)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -218,9 +177,14 @@ def _fetch_url(entry: WeightFile, root: Path, log: Log) -> tuple[Path, str, str]
         how = _check_published(entry, part)
         sha = file_checksum(part, "sha256")
         if entry.archive == "zip":
+            from caphuman.weights.archive import ArchiveError, safe_extract_zip
+
             unpacked = stage / f"{entry.key}.unpacked"
             shutil.rmtree(unpacked, ignore_errors=True)
-            safe_extract_zip(part, unpacked)
+            try:
+                safe_extract_zip(part, unpacked)
+            except ArchiveError as exc:
+                raise ChecksumError(f"{entry.key}: {exc}; it was deleted") from None
             how = how or _check_structure(entry, unpacked)
             part.unlink()
             return unpacked, how, sha
