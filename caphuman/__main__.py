@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("caphuman.cli.generate", "generate portraits from a reference photo and a prompt"),
     "convert": ("caphuman.cli.convert", "convert caphuman.ckpt + an SD1.5 backbone to a diffusers folder"),
     "download": ("caphuman.cli.download", "download the public weights into checkpoints/"),
+    "install-flame": ("caphuman.cli.install_flame",
+                      "install FLAME2023Open.zip / flame2023_Open.pkl / generic_model.pkl you downloaded"),
 }
 
 

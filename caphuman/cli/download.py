@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from caphuman.weights.download import TARGETS
 
     parser.add_argument("target", nargs="?", default="all", choices=TARGETS,
-                        help="a group (all, caphuman, backbone, encoders, analysis) or one file key (default: all)")
+                        help="a group (all, caphuman, backbone, encoders, analysis, deca-data) or one file key (default: all)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list every file: source, size, checksum, licence, present or not (no network)")
     parser.add_argument("--offline", action="store_true", help="use only files already on disk / in the Hub cache")

@@ -2,7 +2,10 @@
 
 Expected files (what users download; see ``checkpoints/README.md``), in one folder:
 
-* ``generic_model.pkl`` (FLAME 2020) or a FLAME 2023 ``flame2023.pkl`` — required;
+* the FLAME model — required: ``flame2023_Open.pkl`` (FLAME 2023 Open, CC-BY-4.0; installed by
+  ``python -m caphuman install-flame FLAME2023Open.zip``), ``generic_model.pkl`` (FLAME 2020) or
+  ``flame2023.pkl`` / ``flame2023_no_jaw.pkl`` (FLAME 2023); ``installed.json`` (written by
+  ``install-flame``) says which one is active when several are present;
 * ``landmark_embedding.npy`` (DECA ``data/``) — required for landmarks and framing;
 * ``head_template.obj`` (DECA ``data/``) — UV layout; optional (flat albedo without it);
 * ``FLAME_texture.npz`` (FLAME texture space) — optional (flat skin albedo without it).
@@ -29,7 +32,27 @@ from caphuman.head.safe_pickle import load_npy_file, load_pickle_file, to_numpy
 NUM_ALBEDO = 50
 #: Flat skin albedo (linear RGB in [0, 1]) used when no texture space is available.
 FLAT_SKIN_RGB = (0.78, 0.60, 0.50)
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
+#: FLAME release files by name: (release, licence). The first present one is used unless
+#: ``installed.json`` names another.
+FLAME_RELEASES: dict[str, tuple[str, str]] = {
+    "flame2023_Open.pkl": ("FLAME 2023 Open", "CC-BY-4.0"),
+    "generic_model.pkl": ("FLAME 2020", "FLAME licence (non-commercial research)"),
+    "flame2023.pkl": ("FLAME 2023", "FLAME 2023 licence (non-commercial research)"),
+    "flame2023_no_jaw.pkl": ("FLAME 2023 (no jaw)", "FLAME 2023 licence (non-commercial research)"),
+    "FLAME2020.pkl": ("FLAME 2020", "FLAME licence (non-commercial research)"),
+}
+INSTALL_RECORD = "installed.json"
+#: The attribution CC-BY-4.0 asks for when FLAME 2023 Open is used.
+FLAME_2023_OPEN_ATTRIBUTION = (
+    "FLAME 2023 Open by the Max Planck Institute for Intelligent Systems (https://flame.is.tue.mpg.de), "
+    "licensed under CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/). Li, Bolkart, Black, Li, "
+    "Romero: 'Learning a model of facial shape and expression from 4D scans', SIGGRAPH Asia 2017.")
+
+
+def flame_release(pkl: str | os.PathLike) -> tuple[str, str]:
+    """(release name, licence) of a FLAME pickle, from its file name."""
+    return FLAME_RELEASES.get(Path(pkl).name, ("FLAME", "FLAME licence (as you obtained it)"))
 
 
 def read_obj_uv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,15 +194,22 @@ def convert_flame(pkl: Path, landmarks: Path, uv_obj: Path | None, texture: Path
         v_template=v, f=f, shapedirs=shapedirs, num_shape=num_shape, posedirs=posedirs,
         J_regressor=J_reg, kintree_table=kintree, weights=weights, vt=vt, ft=ft,
         albedo_mean=albedo_mean, albedo_basis=albedo_basis, **lm,
-        name="FLAME", licence="FLAME licence (user-supplied files)", source=str(pkl),
+        name=flame_release(pkl)[0], licence=flame_release(pkl)[1], source=str(pkl),
     ).validate()
 
 
 def find_flame_files(folder: str | os.PathLike) -> dict[str, Path | None]:
     """Locate the FLAME/DECA files in ``folder`` (see the module docstring for names)."""
+    import json
+
     folder = Path(folder)
     pkl = None
-    for name in ("generic_model.pkl", "flame2023.pkl", "flame2023_no_jaw.pkl", "FLAME2020.pkl"):
+    try:
+        active = json.loads((folder / INSTALL_RECORD).read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        active = None
+    names = ([active] if isinstance(active, str) and active in FLAME_RELEASES else []) + list(FLAME_RELEASES)
+    for name in names:
         if (folder / name).is_file():
             pkl = folder / name
             break
@@ -203,12 +233,12 @@ def load_flame(path: str | os.PathLike, cache_dir: str | os.PathLike | None = No
         files["model"] = path if path.is_file() else None
     if files["model"] is None:
         raise MissingWeightsError(
-            f"no FLAME model in {folder}: put generic_model.pkl (FLAME 2020, from "
-            "https://flame.is.tue.mpg.de) there")
+            f"no FLAME model in {folder}: sign in (free) at https://flame.is.tue.mpg.de, download FLAME 2023 "
+            "Open (FLAME2023Open.zip, CC-BY-4.0) and run `python -m caphuman install-flame FLAME2023Open.zip`")
     if files["landmarks"] is None:
         raise MissingWeightsError(
-            f"FLAME needs landmark_embedding.npy next to {files['model'].name} "
-            "(DECA data folder: https://github.com/yfeng95/DECA/tree/master/data)")
+            f"FLAME needs landmark_embedding.npy next to {files['model'].name}: run "
+            "`python -m caphuman download deca-data` (DECA's public data files)")
     if files["uv"] is None:
         warnings.warn("head_template.obj not found next to the FLAME model: using a flat skin albedo", UserWarning)
     elif files["texture"] is None:

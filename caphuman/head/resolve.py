@@ -42,7 +42,7 @@ def _load(spec: str) -> ResolvedHead:
         files = find_flame_files(folder) if folder.is_dir() else {"model": None}
         if files.get("model") is not None and files.get("landmarks") is not None:
             data = load_flame(folder)
-            return ResolvedHead(data, "flame", f"FLAME from {folder}{_albedo_note(data)}")
+            return ResolvedHead(data, "flame", f"{data.name} from {folder}{_albedo_note(data)}")
         head = _load("builtin")
         why = "no FLAME files in " + str(folder) if files.get("model") is None else "FLAME found but landmark_embedding.npy is missing"
         return ResolvedHead(head.data, "builtin", f"built-in open head ({why})")
@@ -53,7 +53,7 @@ def _load(spec: str) -> ResolvedHead:
         data = HeadModelData.load_npz(path)
         return ResolvedHead(data, "custom", f"head model {path.name}")
     data = load_flame(path)
-    return ResolvedHead(data, "flame", f"FLAME from {path}{_albedo_note(data)}")
+    return ResolvedHead(data, "flame", f"{data.name} from {path}{_albedo_note(data)}")
 
 
 def _albedo_note(data: HeadModelData) -> str:

@@ -16,6 +16,8 @@ from caphuman.errors import InputError
 #: Defaults: at most this many bytes unpacked, and at most this ratio over the packed size.
 MAX_UNPACKED_BYTES = 4 << 30
 MAX_UNPACK_RATIO = 200
+#: A single member larger than this must not exceed MAX_UNPACK_RATIO over its compressed size.
+RATIO_CHECK_BYTES = 16 << 20
 
 
 class ArchiveError(InputError):
@@ -41,6 +43,9 @@ def checked_members(zf: zipfile.ZipFile, name: str, max_bytes: int = MAX_UNPACKE
         raise ArchiveError(f"{name} would unpack to {total:,} bytes from {packed:,}: refused (zip bomb?)")
     members = []
     for info in infos:
+        if info.file_size > RATIO_CHECK_BYTES and info.file_size > MAX_UNPACK_RATIO * max(info.compress_size, 1):
+            raise ArchiveError(f"{name}: member {info.filename!r} would unpack to {info.file_size:,} bytes from "
+                               f"{info.compress_size:,}: refused (zip bomb?)")
         raw = info.filename.replace("\\", "/")
         parts = [p for p in raw.split("/") if p not in ("", ".")]
         if raw.startswith("/") or ".." in parts or not parts or ":" in parts[0]:

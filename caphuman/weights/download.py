@@ -23,6 +23,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "backbone": ("backbone", "vae"),
     "encoders": ("clip", "face_parsing", "facenet"),
     "analysis": ("insightface",),
+    "deca-data": ("flame_landmarks", "flame_uv"),  # with FLAME installed, nothing else is manual
 }
 GROUPS["all"] = tuple(dict.fromkeys(k for g in list(GROUPS) for k in GROUPS[g]))
 #: Single registry keys are targets too (``download facenet``).

@@ -61,6 +61,10 @@ class WeightFile:
         return self.url or self.manual_url or "unknown"
 
 
+DECA_DATA_LICENCE = "DECA licence (non-commercial scientific research; https://github.com/yfeng95/DECA/blob/master/LICENSE)"
+DECA_DATA_NOTICE = ("DECA's data files are published in its public repository under DECA's licence: "
+                    "non-commercial scientific research use only (https://github.com/yfeng95/DECA/blob/master/LICENSE)")
+
 REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
     WeightFile(
         key="caphuman", path="caphuman/caphuman.ckpt",
@@ -117,9 +121,12 @@ REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
         md5="b182e51c26e5a73b1f7a5c53cf8cc038", gated=True),
     WeightFile(
         key="flame", path="flame/generic_model.pkl",
-        description="FLAME 2020 head model", licence="FLAME licence (registration required)",
+        description="FLAME head model: FLAME 2023 Open (flame2023_Open.pkl, CC-BY-4.0) or FLAME 2020 "
+                    "(generic_model.pkl)", licence="FLAME 2023 Open: CC-BY-4.0; FLAME 2020: FLAME licence "
+                    "(non-commercial)",
         needed_for="the FLAME head (the built-in head is used otherwise)",
-        manual_url="https://flame.is.tue.mpg.de (FLAME2020.zip)",
+        manual_url="https://flame.is.tue.mpg.de (free sign-in) -> Downloads -> FLAME 2023 Open "
+                   "(FLAME2023Open.zip), then `python -m caphuman install-flame FLAME2023Open.zip`",
         md5="cfc3b95159b2a8981ebc347170202ba5", gated=True),
     WeightFile(
         key="flame_texture", path="flame/FLAME_texture.npz",
@@ -129,14 +136,18 @@ REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
         md5="2a3982db7667c32d0dd13351aa6758f7", gated=True),
     WeightFile(
         key="flame_landmarks", path="flame/landmark_embedding.npy",
-        description="FLAME 68-point landmark embedding (DECA data)", licence="DECA licence",
-        needed_for="FLAME landmarks", manual_url="https://github.com/yfeng95/DECA/tree/master/data",
-        md5="a275dadfa4c1bd3c71a9f1411d68f92c", size_bytes=31_292, gated=True),
+        description="FLAME 68-point landmark embedding (DECA data)", licence=DECA_DATA_LICENCE,
+        needed_for="the FLAME head (landmarks, fit, framing)",
+        url="https://raw.githubusercontent.com/yfeng95/DECA/master/data/landmark_embedding.npy",
+        manual_url="https://github.com/yfeng95/DECA/tree/master/data",
+        md5="a275dadfa4c1bd3c71a9f1411d68f92c", size_bytes=31_292, notice=DECA_DATA_NOTICE),
     WeightFile(
         key="flame_uv", path="flame/head_template.obj",
-        description="FLAME UV topology (DECA data)", licence="DECA licence",
-        needed_for="FLAME albedo texture lookup", manual_url="https://github.com/yfeng95/DECA/tree/master/data",
-        md5="ddc6d31590f871ebe1844b063b2f8042", size_bytes=563_358, gated=True),
+        description="FLAME UV topology (DECA data)", licence=DECA_DATA_LICENCE,
+        needed_for="FLAME albedo texture lookup",
+        url="https://raw.githubusercontent.com/yfeng95/DECA/master/data/head_template.obj",
+        manual_url="https://github.com/yfeng95/DECA/tree/master/data",
+        md5="ddc6d31590f871ebe1844b063b2f8042", size_bytes=563_358, notice=DECA_DATA_NOTICE),
 ]}
 
 
