@@ -142,3 +142,26 @@ def test_no_face_gives_notes_not_numbers(builtin_pipeline):
     assert c.summary().startswith("pose not estimated (precomputed hint: no head model to fit) · ")
     c = oc.check_output(photo, None, photo, None, None, detector=OpenCVDetector())
     assert c.similarity is None and c.similarity_note == oc.ID_NO_RECOGNIZER
+
+
+# ----------------------------------------------------------------------------- CLI and studio
+def test_cli_generate_writes_checks(tiny_dir, tmp_path, capsys, opencv_only):  # noqa: F811
+    """Tiny random model (noise images): the sidecar says why nothing was measured; no 'identity 1.00'."""
+    from caphuman.__main__ import main
+
+    out = tmp_path / "o.png"
+    rc = main(["generate", "--weights", str(tiny_dir), "--reference", str(EXAMPLES / "astronaut.jpg"),
+               "--prompt", "a portrait", "--yaw", "20", "--pitch", "-5", "--steps", "1", "--size", "64",
+               "--seed", "1", "--num-images", "2", "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert [c["image"] for c in side["checks"]] == side["images"]
+    for c in side["checks"]:
+        assert c["requested_pose"]["yaw"] == 20.0 and c["requested_pose"]["pitch"] == -5.0
+        assert c["estimated_pose"] is None and c["pose_error"] is None and c["pose_note"] == oc.NO_FACE
+        assert c["similarity"] is None and c["recognizer"] is None and c["similarity_note"] == oc.ID_NO_FACE
+        assert c["detector"] == "opencv"
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path / 'o_0.png'}  pose asked yaw 20.0 pitch -5.0 roll ")
+    assert lines[0].endswith("· pose not estimated (no face found in the generated image) · "
+                             "identity n/a (no face in the generated image)")
