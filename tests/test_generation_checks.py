@@ -165,3 +165,18 @@ def test_cli_generate_writes_checks(tiny_dir, tmp_path, capsys, opencv_only):  #
     assert len(lines) == 2 and lines[0].startswith(f"{tmp_path / 'o_0.png'}  pose asked yaw 20.0 pitch -5.0 roll ")
     assert lines[0].endswith("· pose not estimated (no face found in the generated image) · "
                              "identity n/a (no face in the generated image)")
+
+
+def test_studio_caption_shows_the_check(tiny_dir, head_path, opencv_only):  # noqa: F811
+    """The studio passes the head state it rendered the hint from; the caption checks against it."""
+    from caphuman.face.intake import load_image
+    from caphuman.studio.generation import GenerationParams
+    from caphuman.studio.service import StudioService
+
+    svc = StudioService(head=head_path, weights=str(tiny_dir), device="cpu")
+    state = HeadState(pose=Pose(yaw=30))
+    params = GenerationParams(prompt="a portrait", seed=5, steps=1, resolution=64)
+    images, _ = svc.generate(load_image(EXAMPLES / "astronaut.jpg"), state, params)
+    assert images[0].caption == ("seed 5 · pose asked yaw 30.0 pitch 0.0 roll 0.0 · pose not estimated (no face "
+                                 "found in the generated image) · identity n/a (no face in the generated image)")
+    assert images[0].check.similarity is None and images[0].check.fit == "none"
