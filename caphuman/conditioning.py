@@ -28,11 +28,14 @@ class ReferenceHead:
 
 
 def reference_head(pipeline, reference: Any, size: int, pose_reference: Any = None,
-                   modes: Any = ("position", "pose"), notes=sys.stderr) -> ReferenceHead:
+                   modes: Any = ("position", "pose"), notes: Any = "stderr") -> ReferenceHead:
     """Analyse ``reference`` for ``pipeline``'s head model; transfer ``modes`` from ``pose_reference``.
 
-    ``notes``: a stream that receives the analysis warnings (None to stay quiet).
+    ``notes``: a stream that receives the analysis warnings (None to stay quiet; default: the
+    ``sys.stderr`` of the moment of the call, not of the import).
     """
+    if notes == "stderr":
+        notes = sys.stderr
     from caphuman.face.analysis import Encoders, analyze_reference, target_for_pipeline
     from caphuman.face.transfer import parse_modes, transfer
 

@@ -7,7 +7,8 @@
     /generate(photo: file, head_state: str JSON, prompt: str, negative_prompt: str, seed: int (-1 random),
               steps: int, guidance: float, strength: float, tau: int, num_images: int 1..8,
               resolution: int (multiple of 64), scheduler: "ddim" | "dpmpp")
-        -> (gallery: list of (image, caption "seed S · identity X (recogniser)"), seed: int used)
+        -> (gallery: list of (image, caption "seed S · pose asked yaw Y pitch P roll R · estimated yaw ...
+            (or: pose not estimated (reason)) · identity X (recogniser) (or: identity n/a (reason))"), seed: int used)
 """
 
 from __future__ import annotations

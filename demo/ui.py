@@ -117,7 +117,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     lora_scale = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="LoRA scale")
                     generate = gr.Button("Generate", variant="primary", elem_id="generate",
                                          interactive=True)
-                gallery = gr.Gallery(label="Results (caption: seed · identity similarity)", columns=4, height=320,
+                gallery = gr.Gallery(label="Results (caption: seed · pose asked / estimated · identity similarity)", columns=4, height=320,
                                      elem_id="gallery")
 
         add_api(service)

@@ -4,7 +4,8 @@
   keypoints for strides 8/16/32, 2 anchors). Its score is high only for stride-32 cells whose
   32x32 area is white, so a white square at a cell gives exactly one face box on that cell.
 * ``rec_tiny.onnx``: recogniser-shaped graph 1x3x112x112 -> 1x512 (pooled pixels x a fixed matrix).
-* ``lmk_tiny.onnx``: 3-D 68-landmark graph 1x3x192x192 -> 1x3309 (a fixed face layout).
+* ``lmk_tiny.onnx``: 3-D 68-landmark graph 1x3x192x192 -> 1x3309 (a fixed face layout, by default
+  :func:`face_layout_68`; :func:`layout_for_pixels` gives one that lands on chosen pixels).
 """
 
 from __future__ import annotations
@@ -85,9 +86,20 @@ def face_layout_68() -> np.ndarray:
     return np.concatenate([xy, np.zeros((68, 1))], 1).astype(np.float32)
 
 
-def build_landmarks(path: Path) -> None:
+def layout_for_pixels(points: np.ndarray, box=(32.0, 32.0, 64.0, 64.0), input_size: int = 192) -> np.ndarray:
+    """The landmark graph's output (68, 3) that insightface maps to the photo pixels ``points``
+    (68, 2) for a face detected at ``box``: it crops a square of 1.5 x the box's longer side around
+    the box centre to ``input_size`` and reads outputs as (x, y) in [-1, 1] of that crop."""
+    l, t, r, b = box
+    centre = np.array([(l + r) / 2, (t + b) / 2])
+    scale = input_size / (max(r - l, b - t) * 1.5)
+    xy = (np.asarray(points, np.float64) - centre) * scale / (input_size // 2)
+    return np.concatenate([xy, np.zeros((len(xy), 1))], 1).astype(np.float32)
+
+
+def build_landmarks(path: Path, layout: np.ndarray | None = None) -> None:
     rows = np.zeros((1103, 3), np.float32)  # insightface reads the last 68 of 1103 3-D points
-    rows[-68:] = face_layout_68()
+    rows[-68:] = face_layout_68() if layout is None else layout
     bias = rows.reshape(1, -1)
     w = np.zeros((3 * 8 * 8, 3309), np.float32)
     nodes = [
@@ -103,10 +115,10 @@ def build_landmarks(path: Path) -> None:
     _save(graph, path)
 
 
-def build_pack(folder: Path) -> Path:
-    """A buffalo_l-like folder with the three tiny graphs."""
+def build_pack(folder: Path, layout: np.ndarray | None = None) -> Path:
+    """A buffalo_l-like folder with the three tiny graphs (``layout``: see :func:`build_landmarks`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    build_landmarks(folder / "1k3d68.onnx")
+    build_landmarks(folder / "1k3d68.onnx", layout)
     build_detector(folder / "det_10g.onnx")
     build_recognizer(folder / "w600k_r50.onnx")
     return folder

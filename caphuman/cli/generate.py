@@ -1,7 +1,9 @@
 """``python -m caphuman generate``: portraits from a reference photo, a prompt and head controls.
 
 Writes OUT.png (or OUT_0.png, OUT_1.png, ... for several images) and OUT.json with every parameter
-and the seed, so a result can be reproduced.
+and the seed, so a result can be reproduced. Each image is checked (:mod:`caphuman.face.output_check`):
+OUT.json's ``checks`` and one stdout line per image give the pose asked for, the pose estimated from
+the image (or why none) and the identity similarity to the reference (or why none).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _render_hint(args, size: int):
     """The 9-channel head hint (9, size, size) float32: the head fitted to ``--reference`` (and
     ``--pose-reference``/``--modes``), with the head-control flags applied on top — the same
-    head ``preview --reference`` shows. Returns (hint, head state)."""
+    head ``preview --reference`` shows. Returns (hint, head state, output checker for that head)."""
     from caphuman.conditioning import reference_head
     from caphuman.head.resolve import load_head
     from caphuman.preview import HeadPreviewPipeline
@@ -62,7 +64,10 @@ def _render_hint(args, size: int):
     pipeline = HeadPreviewPipeline(head.data)
     ref = reference_head(pipeline, args.reference, size, args.pose_reference, args.modes)
     state = state_from_args(args, base=ref.state)
-    return pipeline.render(state, size, backdrop=ref.frame).hint, state
+    from caphuman.face.output_check import OutputChecker
+
+    checker = OutputChecker(requested=state, target=pipeline, reference=ref.analysis)
+    return pipeline.render(state, size, backdrop=ref.frame).hint, state, checker
 
 
 def _load_hint(path: str, size: int):
@@ -120,11 +125,11 @@ def run(args) -> int:
         raise MissingWeightsError(f"no converted CapHuman weights in {weights} (model_index.json missing); run "
                                   "`python -m caphuman download all` or `python -m caphuman convert ...`")
     reference = _open_image(args.reference)
-    state = None
+    state = checker = None
     if args.hint:
         hint = _load_hint(args.hint, args.size)
     else:
-        hint, state = _render_hint(args, args.size)
+        hint, state, checker = _render_hint(args, args.size)
 
     import torch
 
@@ -166,9 +171,20 @@ def run(args) -> int:
     params = {k: v for k, v in vars(args).items() if k != "func"}
     params.update(seed=seed, weights=str(weights), prompt_used=prompt, device=device, dtype=dtype_name,
                   head_state=state.to_dict() if state is not None else None)
+    checks = _check_images(out.images, checker, reference, identity)
     sidecar = {"parameters": params, "images": [str(p) for p in paths],
+               "checks": [{"image": str(p), **c.to_dict()} for p, c in zip(paths, checks)],
                "timings_s": {"load": round(load_s, 3), "generate": round(gen_s, 3)}}
     out_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
-    for p in paths:
-        print(p)
+    for p, c in zip(paths, checks):
+        print(f"{p}  {c.summary()}")
     return 0
+
+
+def _check_images(images, checker, reference, identity):
+    """Pose and identity check of each image; with ``--hint`` there is no requested pose."""
+    from caphuman.face.output_check import OutputChecker
+
+    checker = checker or OutputChecker(reference=reference)
+    checker.identity_encoder = identity
+    return checker.check_all(images)

@@ -185,7 +185,11 @@ def facenet_input(rgb: np.ndarray, box: tuple[float, float, float, float] | None
 
 
 def facenet_embedding(net: InceptionResnetV1, rgb: np.ndarray, box) -> np.ndarray:
-    """512-d L2-normalised float32 embedding of the face in ``box`` of ``rgb``."""
+    """512-d float32 embedding of the face in ``box`` of ``rgb`` (L2-normalised by FaceNet itself;
+    any recogniser with FaceNet's input convention works, on whatever device it sits)."""
+    param = next(net.parameters(), None)
     x = torch.from_numpy(facenet_input(rgb, box))[None]
+    if param is not None:
+        x = x.to(device=param.device, dtype=param.dtype)
     with torch.no_grad():
-        return net.eval()(x)[0].numpy().astype(np.float32)
+        return net.eval()(x)[0].float().cpu().numpy().astype(np.float32)

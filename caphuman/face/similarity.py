@@ -24,6 +24,12 @@ class Similarity:
     warnings: list[str]
 
 
+def cosine(a, b) -> float:
+    """Cosine similarity of two embedding vectors (any scale), in [-1, 1]."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
 def _embed_arcface(detector, rgb, what):
     from caphuman.face.detection import detect_faces
 
@@ -50,8 +56,7 @@ def identity_similarity(image_a, image_b, recognizer: str = "auto", root=None,
         if det.recognizer is not None:
             ea, wa = _embed_arcface(det, a, "image A")
             eb, wb = _embed_arcface(det, b, "image B")
-            score = float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-12))
-            return Similarity(score, "arcface", wa + wb)
+            return Similarity(cosine(ea, eb), "arcface", wa + wb)
     if recognizer == "arcface":
         raise MissingWeightsError("ArcFace needs the insightface buffalo_l pack; run `python -m caphuman doctor`")
     if recognizer == "auto":
@@ -65,4 +70,4 @@ def identity_similarity(image_a, image_b, recognizer: str = "auto", root=None,
         det = detect_faces(img, what=what)
         notes += [w for w in det.warnings if w not in notes]
         embs.append(facenet_embedding(net, img, det.face.box))
-    return Similarity(float(np.dot(embs[0], embs[1])), "facenet", notes)
+    return Similarity(cosine(embs[0], embs[1]), "facenet", notes)

@@ -11,12 +11,12 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from caphuman.controls.state import check_value
-from caphuman.errors import CapHumanError, InputError, MissingWeightsError
+from caphuman.errors import InputError, MissingWeightsError
 
 SCHEDULERS = ("ddim", "dpmpp")
 RESOLUTIONS = (128, 256, 384, 512, 640, 768)
@@ -110,18 +110,19 @@ class GenerationParams:
 
 @dataclass
 class GeneratedImage:
-    """image: uint8 (H, W, 3); seed: the seed that reproduces it alone; similarity: cosine identity
-    similarity to the reference (None when no recogniser is available); recognizer: its name."""
+    """image: uint8 (H, W, 3); seed: the seed that reproduces it alone; check: pose asked vs
+    estimated and identity similarity (:class:`caphuman.face.output_check.OutputCheck`), None
+    without the photo-analysis module."""
 
     image: np.ndarray
     seed: int
-    similarity: float | None
-    recognizer: str
+    check: Any = None
 
     @property
     def caption(self) -> str:
-        sim = "identity n/a" if self.similarity is None else f"identity {self.similarity:.2f} ({self.recognizer})"
-        return f"seed {self.seed} · {sim}"
+        if self.check is None:
+            return f"seed {self.seed} · identity n/a (photo analysis not installed)"
+        return f"seed {self.seed} · {self.check.summary()}"
 
 
 def backend_available() -> bool:
@@ -186,8 +187,11 @@ class Generator:
             return self._pipe, self._identity
 
     def generate(self, reference_rgb: np.ndarray, hint: np.ndarray, params: GenerationParams,
-                 on_step: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
-        """reference_rgb: uint8 photo (H, W, 3); hint: (9, R, R) float32 at ``params.resolution``."""
+                 on_step: Callable[[int, int], None] | None = None, requested=None,
+                 target=None) -> list[GeneratedImage]:
+        """reference_rgb: uint8 photo (H, W, 3); hint: (9, R, R) float32 at ``params.resolution``;
+        requested: the HeadState the hint was rendered from and target: its head model (FitTarget
+        or preview pipeline), for the pose check of each image (None: pose not checked)."""
         import torch
         from PIL import Image
 
@@ -213,25 +217,9 @@ class Generator:
             callback=(lambda i, t, lat: on_step(i + 1, steps)) if on_step else None,
         )
         images = np.asarray(out.images)
-        sims, name = self.similarities(reference_rgb, images, identity)
-        return [GeneratedImage(img, s, sim, name) for img, s, sim in zip(images, seeds, sims)]
+        checks = [None] * len(images)
+        if has_module("caphuman.face.output_check"):
+            from caphuman.face.output_check import OutputChecker
 
-    @staticmethod
-    def similarities(reference_rgb, images, identity) -> tuple[list[float | None], str]:
-        """Cosine identity similarity of each image to the reference, and the recogniser's name."""
-        if has_module("caphuman.face.similarity"):
-            try:
-                from caphuman.face.similarity import identity_similarity
-
-                results = [identity_similarity(reference_rgb, img) for img in images]
-                return [r.score for r in results], results[0].recognizer if results else "arcface"
-            except CapHumanError:  # no weights / no face in a generated image: the pipeline's own recogniser
-                pass
-        from PIL import Image
-
-        ref = identity.embed(Image.fromarray(reference_rgb))
-        vals = []
-        for img in images:
-            emb = identity.embed(Image.fromarray(img))
-            vals.append(float((ref * emb).sum()))
-        return vals, "FaceNet of the weights folder"
+            checks = OutputChecker(requested, target, reference_rgb, identity).check_all(images)
+        return [GeneratedImage(img, s, c) for img, s, c in zip(images, seeds, checks)]

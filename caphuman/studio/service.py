@@ -63,9 +63,9 @@ def validated_state(state: HeadState | dict | str) -> Checked:
 
 
 @gpu(duration=GPU_DURATION)
-def _generate_on_gpu(generator: Generator, reference_rgb, hint, params, on_step):
+def _generate_on_gpu(generator: Generator, reference_rgb, hint, params, on_step, requested=None, target=None):
     """The only GPU function (ZeroGPU attaches a GPU for its duration)."""
-    return generator.generate(reference_rgb, hint, params, on_step)
+    return generator.generate(reference_rgb, hint, params, on_step, requested=requested, target=target)
 
 
 class StudioService:
@@ -190,7 +190,7 @@ class StudioService:
             raise MissingWeightsError(self.generator_error)
         with self._render_lock:
             hint = self.pipeline.render(state, params.resolution, validate=False).hint
-        return _generate_on_gpu(generator, reference_rgb, hint, params, on_step), params
+        return _generate_on_gpu(generator, reference_rgb, hint, params, on_step, state, self.fit_target), params
 
     def _generator_for(self, model: str) -> Generator | None:
         """The default generator, or one for another installed base model (at most one extra kept
