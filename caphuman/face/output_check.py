@@ -32,14 +32,14 @@ POSE_FITS = ("landmarks68", "keypoints5")
 NO_FACE = "no face found in the generated image"
 NO_HEAD = "precomputed hint: no head model to fit"
 FALLBACK_DETECTOR = ("OpenCV fallback detector: no landmarks; a face box or an eye pair does not constrain yaw and "
-                     "pitch, so no number is given; for a pose estimate put insightface's buffalo_l pack in "
-                     "checkpoints/insightface/models/buffalo_l (see `python -m caphuman doctor`)")
+                     "pitch, so no number is given; for a pose estimate get insightface's buffalo_l pack with "
+                     "`python -m caphuman download insightface`")
 NO_POINTS = ("the detector gave no landmarks or keypoints for this face; a face box or an eye pair does not "
              "constrain yaw and pitch, so no number is given")
 ID_NO_FACE = "no face in the generated image"
 ID_NO_REFERENCE_FACE = "no face in the reference photo"
 ID_NO_RECOGNIZER = ("no face recogniser available; needs insightface's buffalo_l pack or the FaceNet weights "
-                    "(see `python -m caphuman doctor`)")
+                    "(`python -m caphuman download all`)")
 
 
 def _angles(pose: Any) -> dict[str, float] | None:
