@@ -10,7 +10,9 @@ Weight precedence follows the original's loading order (reference §1.2, §5.3):
 
 The diffusers converters of ``diffusers.loaders.single_file_utils`` do the renaming; this module adds
 the mask head, the projections, the 9-channel hint config, the CLIP-vision copy and a key report in
-which every source key is accounted for. Pickles are loaded with ``weights_only=True`` only.
+which every source key is accounted for. Pickles are loaded with ``weights_only=True``, or, when that
+refuses a Lightning checkpoint's extras, with the restricted unpickler of
+:mod:`caphuman.weights.checkpoint_unpickler` (foreign objects become inert placeholders, nothing runs).
 """
 
 from __future__ import annotations
@@ -46,35 +48,29 @@ SAFE_ALTERNATIVES = (
 
 
 # ---------------------------------------------------------------------------- safe loading
-def load_state_dict(path: str | os.PathLike) -> dict:
+def load_state_dict(path: str | os.PathLike, log=None) -> dict:
     """Tensors of a ``.safetensors`` file or a pickle (``.ckpt``/``.pth``/``.bin``), unwrapping ``state_dict``.
 
-    Pickles are opened with ``torch.load(weights_only=True)``; one that needs anything beyond tensors
-    and plain containers raises :class:`UnsafePickleError` and nothing in it is executed.
+    Pickles go through :func:`caphuman.weights.safe_load.load_checkpoint_state_dict`: ``weights_only=True``
+    first, then the restricted unpickler for Lightning extras (callbacks, hyper-parameters ...), which
+    are dropped and reported to ``log``; nothing in the file is executed. A pickle record it will not
+    rebuild raises :class:`UnsafePickleError`.
     """
-    import pickle
-
     import torch
+
+    from caphuman.weights.safe_load import load_checkpoint_state_dict
 
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-    else:
+    if path.suffix != ".safetensors":
         try:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UnsafePickleError(
-                f"{path.name} is a pickle that needs more than tensors to load ({first[:160]}); refused "
-                f"without running it: {SAFE_ALTERNATIVES}") from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise InputError(f"{path.name} does not hold a state dict")
+            return load_checkpoint_state_dict(path, log=log)
+        except UnsafePickleError as exc:
+            raise UnsafePickleError(f"{exc}; {SAFE_ALTERNATIVES}") from None
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
@@ -276,7 +272,7 @@ def convert_caphuman(
 
     # ---- caphuman.ckpt: CapFace + projections (+ CLIP vision, decoy copies of the SD parts)
     log(f"reading {caphuman_ckpt}")
-    ck = load_state_dict(caphuman_ckpt)
+    ck = load_state_dict(caphuman_ckpt, log=log)
     ck_report = KeyReport(Path(caphuman_ckpt).name, set(ck))
     ck_report.ignored.update({k: "DDPM schedule buffer" for k in ck if k in SCHEDULE_BUFFERS})
     ck_report.ignored.update({k: "position_ids buffer" for k in ck if k.endswith("embeddings.position_ids")})
@@ -311,7 +307,7 @@ def convert_caphuman(
     reports = [ck_report]
     if _is_single_file(backbone):
         log(f"reading {backbone}")
-        bb = load_state_dict(backbone)
+        bb = load_state_dict(backbone, log=log)
         bb_report = KeyReport(Path(backbone).name, set(bb))
         bb_report.ignored.update({k: "position_ids buffer" for k in bb if k.endswith("embeddings.position_ids")})
         bb_report.ignored.update({k: "DDPM schedule buffer" for k in bb if k in SCHEDULE_BUFFERS})
@@ -339,7 +335,7 @@ def convert_caphuman(
     # ---- VAE: --vae > backbone
     vae_cfg = create_vae_diffusers_config_from_ldm(cfg, ck, image_size=512)
     if vae is not None and _is_single_file(str(vae)):
-        v_sd_src = load_state_dict(vae)
+        v_sd_src = load_state_dict(vae, log=log)
         v_report = KeyReport(Path(vae).name, set(v_sd_src))
         reports.append(v_report)
         vae_sd = convert_ldm_vae_checkpoint(v_sd_src, vae_cfg)

@@ -49,7 +49,7 @@ class DecaEncoder(nn.Module):
 
 def load_deca_encoder(path: str | os.PathLike, width: int = 64, hidden: int = 1024):
     """``E_flame`` from ``deca_model.tar`` (a dict holding ``E_flame``, ``E_detail``,
-    ``D_detail`` state dicts), loaded with weights_only=True and strict keys; eval mode."""
+    ``D_detail`` state dicts), loaded safely (``safe_load.load_torch_file``) with strict keys; eval mode."""
     from caphuman.errors import InputError
     from caphuman.weights.safe_load import load_state_strict, load_torch_file
 

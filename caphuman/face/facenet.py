@@ -149,7 +149,7 @@ class InceptionResnetV1(nn.Module):
 
 def load_facenet(path: str | os.PathLike, **kwargs) -> InceptionResnetV1:
     """InceptionResnetV1 from a ``20180402-114759-vggface2.pt``-layout state dict (strict,
-    weights_only=True); eval mode. ``kwargs`` go to the constructor (tests use tiny widths)."""
+    safe unpickling, see ``safe_load``); eval mode. ``kwargs`` go to the constructor (tests use tiny widths)."""
     from caphuman.errors import InputError
     from caphuman.weights.safe_load import load_state_strict, load_torch_file
 

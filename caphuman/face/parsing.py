@@ -120,7 +120,7 @@ class BiSeNet(nn.Module):
 
 
 def load_bisenet(path: str | os.PathLike, n_classes: int = 19, width: int = 64) -> BiSeNet:
-    """BiSeNet from a ``79999_iter.pth``-layout state dict (strict, weights_only=True); eval."""
+    """BiSeNet from a ``79999_iter.pth``-layout state dict (strict, safe unpickling); eval."""
     from caphuman.errors import InputError
     from caphuman.weights.safe_load import load_state_strict, load_torch_file
 
