@@ -9,6 +9,7 @@ file was downloaded (reads every byte).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,16 @@ def report(root=None, verify: bool = False, weights=None) -> str:
             lines.append(f"      licence: {w.licence}")
     else:
         lines.append("All model files are present.")
+    lines.append("")
+    from caphuman.head.flame_files import FLAME_HOWTO, find_flame_files, flame_release
+
+    flame = find_flame_files(Path(base) / "flame") if (Path(base) / "flame").is_dir() else {"model": None}
+    if flame["model"] is not None:
+        release, licence = flame_release(flame["model"])
+        lines.append(f"FLAME head: {release} ({licence}) at {flame['model']}"
+                     + ("" if flame["landmarks"] else " -- needs `python -m caphuman download deca-data`"))
+    else:
+        lines.append("FLAME head: not installed (the built-in head is used). " + FLAME_HOWTO)
     lines.append("")
     try:
         import cv2  # noqa: F401

@@ -50,6 +50,14 @@ FLAME_2023_OPEN_ATTRIBUTION = (
     "Romero: 'Learning a model of facial shape and expression from 4D scans', SIGGRAPH Asia 2017.")
 
 
+#: What to tell someone without FLAME, best option first (doctor, studio banner, errors).
+FLAME_HOWTO = (
+    "FLAME 2023 Open first (CC-BY-4.0: commercial use allowed, with attribution): sign in (free) at "
+    "https://flame.is.tue.mpg.de, open Downloads, click 'FLAME 2023 Open' (FLAME2023Open.zip), then run "
+    "`python -m caphuman install-flame FLAME2023Open.zip`. FLAME 2020 (generic_model.pkl from FLAME2020.zip, "
+    "non-commercial) installs the same way.")
+
+
 def flame_release(pkl: str | os.PathLike) -> tuple[str, str]:
     """(release name, licence) of a FLAME pickle, from its file name."""
     return FLAME_RELEASES.get(Path(pkl).name, ("FLAME", "FLAME licence (as you obtained it)"))

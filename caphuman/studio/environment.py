@@ -48,9 +48,9 @@ def describe(device: str, head_description: str, head_kind: str, weights: str | 
     if head_kind == "flame":
         lines.append((True, f"head model: {head_description}"))
     else:
-        lines.append((True, f"head model: {head_description}. For FLAME, register at https://flame.is.tue.mpg.de, "
-                            "put generic_model.pkl + landmark_embedding.npy in checkpoints/flame/ "
-                            "(or set CAPHUMAN_CHECKPOINTS / CAPHUMAN_FLAME_DIR)"))
+        from caphuman.head.flame_files import FLAME_HOWTO
+
+        lines.append((True, f"head model: {head_description}. For a FLAME head: {FLAME_HOWTO}"))
     if analysis:
         lines.append((True, "photo analysis: installed"))
     else:

@@ -4,7 +4,7 @@ Environment variables / Space secrets:
 
 * ``CAPHUMAN_CHECKPOINTS``: checkpoints root (default ``checkpoints/``; on Spaces use ``/data/checkpoints``
   with persistent storage, else the repo folder).
-* ``CAPHUMAN_FLAME_DIR``: a folder holding ``generic_model.pkl`` + ``landmark_embedding.npy`` (+ optional
+* ``CAPHUMAN_FLAME_DIR``: a folder holding ``flame2023_Open.pkl`` or ``generic_model.pkl`` + ``landmark_embedding.npy`` (+ optional
   ``FLAME_texture.npz``, ``head_template.obj``): linked into ``<checkpoints>/flame``.
 * ``CAPHUMAN_DECA_PATH``: path of ``deca_model.tar``: linked into ``<checkpoints>/deca``.
 * ``CAPHUMAN_PRIVATE_REPO`` (+ secret ``HF_TOKEN``): a private Hub model repo with ``flame/`` and
@@ -39,7 +39,8 @@ def provision_private_files() -> list[str]:
     done = []
     flame_dir = os.environ.get("CAPHUMAN_FLAME_DIR")
     if flame_dir:
-        for name in ("generic_model.pkl", "landmark_embedding.npy", "FLAME_texture.npz", "head_template.obj"):
+        for name in ("flame2023_Open.pkl", "generic_model.pkl", "landmark_embedding.npy", "FLAME_texture.npz",
+                     "head_template.obj", "installed.json"):
             _link(Path(flame_dir).expanduser() / name, root / "flame" / name)
         done.append(f"FLAME files from {flame_dir}")
     deca = os.environ.get("CAPHUMAN_DECA_PATH")

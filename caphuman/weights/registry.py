@@ -25,6 +25,7 @@ class WeightFile:
     them a file is checked by ``check`` (see :mod:`caphuman.weights.fetch`) and by the Hub's own
     SHA-256 where the Hub gives one. ``size_bytes``: exact size when known (None otherwise).
     ``notice``: printed before the download (licence terms the user must accept).
+    ``alternatives``: other paths that count as this file when ``path`` is absent (e.g. FLAME releases).
     ``needed_for``: the feature that stops working without it.
     """
 
@@ -45,6 +46,7 @@ class WeightFile:
     members: tuple[str, ...] = ()
     check: str | None = None
     notice: str | None = None
+    alternatives: tuple[str, ...] = ()
 
     @property
     def downloadable(self) -> bool:
@@ -127,7 +129,8 @@ REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
         needed_for="the FLAME head (the built-in head is used otherwise)",
         manual_url="https://flame.is.tue.mpg.de (free sign-in) -> Downloads -> FLAME 2023 Open "
                    "(FLAME2023Open.zip), then `python -m caphuman install-flame FLAME2023Open.zip`",
-        md5="cfc3b95159b2a8981ebc347170202ba5", gated=True),
+        md5="cfc3b95159b2a8981ebc347170202ba5", gated=True,
+        alternatives=("flame/flame2023_Open.pkl", "flame/flame2023.pkl", "flame/flame2023_no_jaw.pkl")),
     WeightFile(
         key="flame_texture", path="flame/FLAME_texture.npz",
         description="FLAME albedo texture space", licence="FLAME texture licence (non-commercial)",
@@ -160,8 +163,13 @@ def checkpoints_root() -> Path:
 
 
 def local_path(key: str, root: str | os.PathLike | None = None) -> Path:
-    """Where file ``key`` lives (present or not)."""
-    return (Path(root) if root is not None else checkpoints_root()) / REGISTRY[key].path
+    """Where file ``key`` lives (present or not): its path, or the first of its alternatives present."""
+    base = Path(root) if root is not None else checkpoints_root()
+    w = REGISTRY[key]
+    for alt in w.alternatives:
+        if not (base / w.path).exists() and (base / alt).exists():
+            return base / alt
+    return base / w.path
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,7 @@ def file_status(key: str, root: str | os.PathLike | None = None, verify: bool = 
     size = p.stat().st_size
     if size == 0:
         return FileStatus(key, p, "empty", 0, "zero-byte file")
-    if verify and w.md5:
+    if verify and w.md5 and p.name == Path(w.path).name:  # the checksum is the main path's, not an alternative's
         got = md5sum(p)
         if got != w.md5:
             return FileStatus(key, p, "bad-checksum", size, f"md5 {got}, expected {w.md5}")
