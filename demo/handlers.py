@@ -115,6 +115,21 @@ class Handlers:
         return [s, ref.report()] + _slider_updates(ref.state)
 
     @user_errors
+    def install_flame(self, session, path):
+        """Uploaded FLAME release: install it, switch the live head, re-fit the current photo on it."""
+        notes = self.service.install_flame(path)
+        s = dict(_session(session))
+        sliders = [gr.update()] * N
+        if s.get("photo") is not None:
+            ref = self.service.analyze(s["photo"])
+            s.update(frame=ref.frame, photo=ref.photo, reference=ref.state.to_json(None),
+                     base=ref.state.to_json(None))
+            sliders = _slider_updates(ref.state)
+            notes = notes + [ref.report()]
+        gr.Info(f"head: {self.service.head_description}")
+        return [s, "\n".join(notes), self.service.environment().markdown()] + sliders
+
+    @user_errors
     def apply_pose_reference(self, session, pose_photo, modes, *values):
         if pose_photo is None:
             raise gr.Error("upload a pose-reference photo first", print_exception=False)

@@ -35,7 +35,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
     with gr.Blocks(title="CapHuman studio", analytics_enabled=False, delete_cache=(600, 1800)) as demo:
         session = gr.State(new_session())
         gr.Markdown("## CapHuman studio — one reference photo, a 3D head you steer, identity-preserving portraits")
-        gr.Markdown(env.markdown(), elem_id="status")
+        status = gr.Markdown(env.markdown(), elem_id="status")
 
         sliders: dict[str, gr.Slider] = {}
 
@@ -59,6 +59,14 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     pose_photo = gr.Image(label="Pose-reference photo", type="filepath", height=180)
                     modes = gr.CheckboxGroup(list(TRANSFER_MODES), value=["pose", "expression"], label="Take from it")
                     apply_pose = gr.Button("Apply pose reference", size="sm")
+                with gr.Accordion("FLAME head (optional)", open=False, visible=serving.flame_upload_enabled(),
+                                  elem_id="flame-accordion"):
+                    gr.Markdown("Sign in (free) at [flame.is.tue.mpg.de](https://flame.is.tue.mpg.de), download "
+                                "**FLAME 2023 Open** (`FLAME2023Open.zip`, CC-BY-4.0) and drop it here: the head "
+                                "switches to FLAME and your photo is fitted again. FLAME 2020's `generic_model.pkl` "
+                                "works too. Nothing in the file is executed.")
+                    flame_file = gr.File(label="FLAME2023Open.zip", file_types=[".zip", ".pkl"], type="filepath",
+                                         elem_id="flame-upload")
             with gr.Column(scale=5, min_width=360):
                 preview = gr.Image(label="Live preview (shaded head over the photo)", type="filepath",
                                    height=420, interactive=False, elem_id="preview")
@@ -144,6 +152,9 @@ def build_demo(service: StudioService) -> gr.Blocks:
             event = btn.upload if btn is load_preset else btn.click
             event(fn, ins, state_out, api_visibility="private").then(**live).then(**commit)
 
+        flame_file.upload(h.install_flame, [session, flame_file], [session, report, status, *values],
+                          api_visibility="private", concurrency_limit=1,
+                          concurrency_id="install-flame").then(**live).then(**commit)
         export.click(h.export, [session, *values], exported, api_visibility="private")
         generate.click(h.generate, [session, prompt, negative, seed, randomize, steps, guidance, strength, tau,
                                     num_images, resolution, scheduler, model, lora, lora_scale, *values], [gallery, used_seed],

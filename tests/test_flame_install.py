@@ -162,3 +162,32 @@ def test_cli_installs_and_credits(tmp_path, flame_head, flame_pickle):
     p = subprocess.run([sys.executable, "-m", "caphuman", "install-flame", str(tmp_path / "nope.zip")],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert p.returncode == 2 and "no such file" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_studio_installs_an_uploaded_zip_and_switches_the_live_head(tmp_path, monkeypatch, flame_head, flame_pickle):
+    from caphuman.controls.state import HeadState
+    from caphuman.head import resolve
+    from caphuman.studio.service import StudioService
+
+    monkeypatch.setenv("CAPHUMAN_CHECKPOINTS", str(tmp_path / "ck"))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    write_deca_data(tmp_path / "ck" / "flame", flame_head)
+    z = flame2023_zip(tmp_path / "FLAME2023Open.zip", flame_pickle)
+    svc = StudioService(head="builtin", weights=None, device="cpu")
+    builtin_vertices = svc.pipeline.data.num_vertices
+    # on a Space, uploads stay off unless the owner enables them
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    with pytest.raises(InputError, match="off on this Space.*CAPHUMAN_ALLOW_FLAME_UPLOAD=1"):
+        svc.install_flame(z)
+    assert svc.head_kind == "builtin" and not (tmp_path / "ck/flame/flame2023_Open.pkl").exists()
+    monkeypatch.setenv("CAPHUMAN_ALLOW_FLAME_UPLOAD", "1")
+    notes = svc.install_flame(z)
+    assert notes[0].startswith("installed FLAME 2023 Open (CC-BY-4.0)")
+    assert svc.head_kind == "flame" and svc.pipeline.data.num_vertices == V != builtin_vertices
+    assert svc.environment().head.startswith("FLAME 2023 Open")
+    result = svc.preview(HeadState(), None, 96)
+    assert result.hint.shape == (9, 96, 96) and np.isfinite(result.hint).all()
+    # the photo is fitted on the new head
+    ref = svc.analyze(str(ROOT / "assets/examples/astronaut.jpg"))
+    assert svc.fit_target.kind == "flame" and ref.state is not None
+    resolve.forget_loaded_heads()

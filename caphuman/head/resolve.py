@@ -63,3 +63,8 @@ def _albedo_note(data: HeadModelData) -> str:
 def load_head(spec: str | os.PathLike = "auto") -> ResolvedHead:
     """Resolve and load a head model (cached per spec)."""
     return _load(str(spec))
+
+
+def forget_loaded_heads() -> None:
+    """Drop the cached heads (after FLAME was installed, ``auto`` may now mean FLAME)."""
+    _load.cache_clear()

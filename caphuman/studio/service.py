@@ -76,12 +76,8 @@ class StudioService:
         from caphuman.head.resolve import load_head
 
         self.device = resolve_device(device)
-        resolved = load_head(head)
-        self.head_kind, self.head_description = resolved.kind, resolved.description
-        self.pipeline = HeadPreviewPipeline(resolved.data)
-        self.num_expression = self.pipeline.model.num_expression
-        self.fit_target = reference_mod.fit_target(resolved.data, resolved.kind)
         self._render_lock = threading.Lock()
+        self._use(load_head(head))
         self.weights = weights
         self.models = installed_models(weights)
         self._extra: tuple[str, Generator] | None = None  # the last non-default base model used
@@ -144,6 +140,37 @@ class StudioService:
                 self.generator_error = str(exc)
             except Exception as exc:  # noqa: BLE001 - reported in the banner, never a crash
                 self.generator_error = f"could not load {self.weights}: {exc.__class__.__name__}: {exc}"
+
+    # ------------------------------------------------------------------ head model
+    def _use(self, resolved) -> None:
+        """Switch every head-dependent part at once (under the render lock)."""
+        pipeline = HeadPreviewPipeline(resolved.data)
+        target = reference_mod.fit_target(resolved.data, resolved.kind)
+        with self._render_lock:
+            self.head_kind, self.head_description = resolved.kind, resolved.description
+            self.pipeline, self.fit_target = pipeline, target
+            self.num_expression = pipeline.model.num_expression
+
+    def install_flame(self, path) -> list[str]:
+        """Install an uploaded FLAME2023Open.zip / FLAME pickle and switch the live head to it.
+        Returns notes for the user; raises InputError when uploads are off or the file is refused."""
+        from caphuman.head.flame_install import install_flame
+        from caphuman.head.resolve import forget_loaded_heads, load_head
+        from caphuman.studio import serving
+
+        if not serving.flame_upload_enabled():
+            raise InputError("installing FLAME by upload is off on this Space; its owner can set "
+                             f"{serving.FLAME_UPLOAD_ENV}=1, or provide it with the CAPHUMAN_FLAME_DIR / "
+                             "CAPHUMAN_PRIVATE_REPO secrets")
+        if path is None:
+            raise InputError("choose FLAME2023Open.zip (or flame2023_Open.pkl / generic_model.pkl) to upload")
+        result = install_flame(path, log=logging.getLogger("caphuman.studio").info)
+        forget_loaded_heads()
+        resolved = load_head("auto")
+        if resolved.kind != "flame":
+            raise InputError(f"{result.release} was installed, but the head cannot switch yet: {result.notes[-1]}")
+        self._use(resolved)
+        return result.notes
 
     # ------------------------------------------------------------------ analysis
     def analyze(self, source, size: int = PREVIEW_SIZE) -> reference_mod.Reference:

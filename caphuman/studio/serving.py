@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 
-#: Largest upload accepted by the server.
+#: Largest upload accepted by the server (photos; FLAME2023Open.zip needs the larger limit).
 MAX_FILE_SIZE = "20mb"
+MAX_FILE_SIZE_WITH_FLAME = "64mb"
+#: Installing FLAME by upload: on for local studios, off on a Space unless its owner sets this to 1.
+FLAME_UPLOAD_ENV = "CAPHUMAN_ALLOW_FLAME_UPLOAD"
 #: Concurrent preview renders (CPU only, ~15 ms each at 512^2).
 PREVIEW_CONCURRENCY = 16
 #: Concurrent generations (one per GPU).
@@ -30,3 +33,16 @@ def resolve_port(port: int | None) -> int:
     if port is not None:
         return int(port)
     return int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+
+
+def flame_upload_enabled() -> bool:
+    """May users install FLAME by uploading the release zip? Local: yes unless the variable says 0;
+    on a Space: only when the owner set ``CAPHUMAN_ALLOW_FLAME_UPLOAD=1``."""
+    value = os.environ.get(FLAME_UPLOAD_ENV, "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    return not on_spaces() or value in ("1", "true", "yes", "on")
+
+
+def max_file_size() -> str:
+    return MAX_FILE_SIZE_WITH_FLAME if flame_upload_enabled() else MAX_FILE_SIZE
