@@ -74,3 +74,33 @@ def test_get_detector_auto_uses_pack(tmp_path, monkeypatch):
     monkeypatch.setattr(detection, "insightface_model_dir", lambda root=None: None)
     d, notes = detection.get_detector("auto")
     assert d.name == "opencv" and "fallback" in notes[0]
+
+
+def test_face_choice_uses_face_evidence_before_size():
+    from caphuman.face.detection import Face, choose_face
+
+    eyes = np.array([[10.0, 10.0], [20.0, 10.0]])
+    suit = Face(box=(0, 0, 100, 100), score=9.0)                   # a bare box: no eyes inside
+    face = Face(box=(200, 0, 299, 99), score=3.0, keypoints=eyes)  # 99 x 99 with eyes
+    assert choose_face([suit, face]) == 1
+    big = Face(box=(0, 0, 200, 200), score=2.0, keypoints=eyes)
+    tiny = Face(box=(300, 0, 350, 50), score=9.0, keypoints=eyes)  # background face: not a main subject
+    assert choose_face([tiny, big]) == 1
+    a = Face(box=(0, 0, 100, 100), score=2.0, keypoints=eyes)
+    b = Face(box=(200, 0, 292, 92), score=6.0, keypoints=eyes)     # nearly as big, far more confident
+    assert choose_face([a, b]) == 1
+    marks = Face(box=(0, 0, 80, 80), score=0.9, keypoints=np.zeros((5, 2)), landmarks=np.zeros((68, 2)))
+    assert choose_face([Face(box=(0, 0, 120, 120), score=0.95, keypoints=np.zeros((5, 2))), marks]) == 1
+
+
+def test_group_photo_picks_the_face_with_eyes():
+    import insightface
+
+    from caphuman.face.detection import OpenCVDetector, detect_faces
+    from caphuman.face.intake import load_image
+
+    img = load_image(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg")
+    det = detect_faces(img, detector=OpenCVDetector(max_side=2000))
+    assert len(det.faces) >= 3 and det.face.keypoints is not None
+    assert sum(f.keypoints is not None for f in det.faces) >= 1
+    assert any("faces found" in w for w in det.warnings)

@@ -252,21 +252,48 @@ def test_identity_similarity_arcface_then_facenet(tmp_path, monkeypatch):
     assert any("FaceNet" in w for w in res.warnings)
 
 
-def test_box_fit_agrees_with_eye_fit_on_astronaut(builtin_pipeline):
+def _box_and_eye_placements(pipeline, img, face, eyes_px=None):
     from caphuman.face.analysis import _to_ndc, target_for_pipeline
     from caphuman.face.crop import square_frame
-    from caphuman.face.detection import OpenCVDetector, detect_faces
     from caphuman.face.fit import fit_landmarks, observation_from_face
-    from caphuman.face.intake import load_image
 
-    img = load_image(EXAMPLES / "astronaut.jpg")
-    face = detect_faces(img, detector=OpenCVDetector()).face
-    assert face.keypoints is not None
     crop = square_frame(*img.shape[:2], face.box, 512)
-    target = target_for_pipeline(builtin_pipeline)
+    target = target_for_pipeline(pipeline)
+    if eyes_px is not None:
+        face.keypoints = np.asarray(eyes_px, np.float64)
     obs = observation_from_face(face, _to_ndc(crop))
     eyes = fit_landmarks(obs, target.template, target.framing, target.center).state.placement
     obs.points, obs.kind = None, "box"
     box = fit_landmarks(obs, target.template, target.framing, target.center).state.placement
-    assert box.scale == pytest.approx(eyes.scale, rel=0.15)
-    assert box.shift_x == pytest.approx(eyes.shift_x, abs=0.05) and box.shift_y == pytest.approx(eyes.shift_y, abs=0.05)
+    return box, eyes
+
+
+def test_box_fit_agrees_with_eye_fit(builtin_pipeline):
+    """The box-only placement vs a fit to the eyes, on every photo where the eye cascade fires
+    (and grace_hopper.jpg, whose pupils were read by hand: (222.5, 190), (306, 186))."""
+    import insightface
+
+    from caphuman.face.detection import OpenCVDetector
+    from caphuman.face.intake import load_image
+
+    data = Path(insightface.__file__).parent / "data" / "images"
+    det = OpenCVDetector(max_side=2000)
+    errors = []
+    for photo in (EXAMPLES / "astronaut.jpg", data / "t1.jpg", data / "Tom_Hanks_54745.png"):
+        img = load_image(photo)
+        for face in det.detect(img):
+            if face.keypoints is None:
+                continue
+            box, eyes = _box_and_eye_placements(builtin_pipeline, img, face)
+            errors.append(abs(box.scale / eyes.scale - 1))
+            assert box.scale == pytest.approx(eyes.scale, rel=0.35), photo.name
+            # cascade eyes of a slightly turned face sit off the box centre: position within 0.12
+            assert box.shift_x == pytest.approx(eyes.shift_x, abs=0.12)
+            assert box.shift_y == pytest.approx(eyes.shift_y, abs=0.12)
+    assert len(errors) >= 3 and float(np.median(errors)) <= 0.15
+    img = load_image(EXAMPLES / "grace_hopper.jpg")
+    face = det.detect(img)[0]
+    box, eyes = _box_and_eye_placements(builtin_pipeline, img, face, [(222.5, 190.0), (306.0, 186.0)])
+    assert box.scale == pytest.approx(eyes.scale, rel=0.1)  # was ~1.35x too large
+    # (the hand-read eyes are tilted 2.7 degrees: the eye fit rolls, shifting its placement a little)
+    assert box.shift_x == pytest.approx(eyes.shift_x, abs=0.06) and box.shift_y == pytest.approx(eyes.shift_y, abs=0.06)

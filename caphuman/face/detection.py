@@ -6,8 +6,10 @@
   no download. Gives a box and, where found, the two eye centres.
 
 Coordinates are photo pixels, (x, y) = (column, row), continuous, origin at the top-left corner.
-Several faces: the largest box is chosen and a warning says how many were found (the original's
-FAN takes whichever face comes first, which can be a background face). No face: NoFaceError.
+Several faces: the one with the best face evidence is chosen (points found inside, then the
+detector's confidence among the main-subject-sized faces; see :func:`choose_face`) and a warning
+says how many were found (the original's FAN takes whichever face comes first, which can be a
+background face). No face: NoFaceError.
 """
 
 from __future__ import annotations
@@ -229,9 +231,27 @@ def get_detector(backend: str = "auto", root: str | os.PathLike | None = None) -
     return _DETECTORS[key], notes
 
 
+#: Faces at least this fraction of the largest candidate's area count as "the main subject".
+MAIN_SUBJECT_AREA = 0.7
+
+
 def choose_face(faces: list[Face]) -> int:
-    """Index of the largest face (box area); ties go to the higher score."""
-    return max(range(len(faces)), key=lambda i: (faces[i].area, faces[i].score))
+    """Index of the face to use, by face evidence first and size second.
+
+    Evidence: facial points found inside the box (the fallback's eyes; insightface always has
+    its 5 keypoints) beats a bare box, whatever the size (a box without eyes is often a
+    false positive such as a pattern on clothing). Among the candidates with the best evidence,
+    the faces of at least :data:`MAIN_SUBJECT_AREA` of the largest one's area are the main
+    subjects, and the most confident of them (detector score, then area) is chosen.
+    """
+    def evidence(f: Face) -> int:
+        return 2 if f.landmarks is not None else 1 if f.keypoints is not None else 0
+
+    best = max(evidence(f) for f in faces)
+    group = [i for i, f in enumerate(faces) if evidence(f) == best]
+    biggest = max(faces[i].area for i in group)
+    main = [i for i in group if faces[i].area >= MAIN_SUBJECT_AREA * biggest]
+    return max(main, key=lambda i: (faces[i].score, faces[i].area))
 
 
 def detect_faces(rgb: np.ndarray, detector: FaceDetector | None = None, backend: str = "auto",
@@ -246,5 +266,5 @@ def detect_faces(rgb: np.ndarray, detector: FaceDetector | None = None, backend:
                           "front-facing portrait")
     chosen = choose_face(faces)
     if len(faces) > 1:
-        notes.append(f"{len(faces)} faces found in {what}; using the largest")
+        notes.append(f"{len(faces)} faces found in {what}; using the main one (eyes or landmarks found, most confident of the large ones)")
     return Detection(backend=detector.name, faces=faces, chosen=chosen, warnings=notes)
