@@ -109,8 +109,8 @@ class Handlers:
         if photo is None:
             return [s, ""] + _slider_updates(HeadState())
         ref = self.service.analyze(photo)
-        for w in ref.warnings:
-            gr.Warning(w)
+        # The warnings go in the Analysis box (ref.report()) only: a stack of toasts would cover
+        # the controls for seconds on every upload.
         s.update(frame=ref.frame, photo=ref.photo, reference=ref.state.to_json(None), base=ref.state.to_json(None))
         return [s, ref.report()] + _slider_updates(ref.state)
 
