@@ -21,10 +21,12 @@ from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
-from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
+from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModel
+from transformers.image_processing_utils import BaseImageProcessor
 
 from caphuman.diffusion.capface import CapFaceModel
 from caphuman.diffusion.gating import gate_residuals
+from caphuman.face.clip_image import pil_clip_processor
 
 
 @dataclass
@@ -46,7 +48,9 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     Components: ``vae`` (AutoencoderKL), ``text_encoder`` (CLIPTextModel) + ``tokenizer``, ``unet``
     (SD1.5 UNet2DConditionModel), ``capface`` (:class:`CapFaceModel`), ``scheduler`` (DDIM as the
-    original by default), ``image_encoder`` (CLIPVisionModel) + ``feature_extractor`` (CLIPImageProcessor).
+    original by default), ``image_encoder`` (CLIPVisionModel) + ``feature_extractor`` (CLIP image processor,
+    always transformers' PIL backend: a torchvision-backed one is replaced by its PIL twin, so a loaded
+    or saved folder preprocesses exactly like the original whether or not torchvision is installed).
     """
 
     model_cpu_offload_seq = "text_encoder->image_encoder->capface->unet->vae"
@@ -61,9 +65,11 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         capface: CapFaceModel,
         scheduler,
         image_encoder: CLIPVisionModel | None = None,
-        feature_extractor: CLIPImageProcessor | None = None,
+        feature_extractor: BaseImageProcessor | None = None,
     ):
         super().__init__()
+        if feature_extractor is not None:  # always the PIL backend: the original's exact pixels (reference §3.1)
+            feature_extractor = pil_clip_processor(feature_extractor)
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, capface=capface,
             scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor,
