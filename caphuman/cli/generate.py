@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                         help="auto: fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--cpu-offload", action="store_true", help="CUDA: keep idle models on the CPU")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC memory format for the UNet and CapFace (default: on with CUDA)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet and CapFace (compiling takes a while: worth it for long runs)")
     parser.add_argument("--out", required=True, help="output PNG path")
 
 
@@ -88,18 +92,12 @@ def _open_image(path: str):
     return Image.fromarray(load_image(path))
 
 
-def _resolve_device(name: str, dtype_name: str):
-    import torch
+def _acceleration(args):
+    """Device, dtype and speed settings (one place for CLI, studio and benchmark: diffusion.acceleration)."""
+    from caphuman.diffusion.acceleration import Acceleration
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    if dtype_name == "auto":
-        dtype_name = "fp16" if name == "cuda" else "fp32"
-    if name == "cpu" and dtype_name == "fp16":
-        raise InputError("fp16 is not supported on the CPU; use --dtype fp32 or bf16")
-    return name, dtype_name, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    return Acceleration.for_device(args.device, args.dtype, channels_last=args.channels_last,
+                                   compile=args.compile, cpu_offload=args.cpu_offload)
 
 
 def _output_paths(out: Path, n: int) -> list[Path]:
@@ -113,6 +111,7 @@ def run(args) -> int:
         raise InputError("--size must be a multiple of 64 (e.g. 512)")
     if args.steps < 1:
         raise InputError("--steps must be >= 1")
+    accel = _acceleration(args)
     from caphuman.weights.download import resolve_weights
 
     weights = resolve_weights(args.weights)
@@ -129,22 +128,20 @@ def run(args) -> int:
     import torch
 
     from caphuman.conditioning import identity_encoder_for
+    from caphuman.diffusion.acceleration import configure_pipeline
     from caphuman.diffusion.pipeline import CapHumanPipeline
     from caphuman.diffusion.schedulers import make_scheduler
 
-    device, dtype_name, dtype = _resolve_device(args.device, args.dtype)
+    device, dtype_name = accel.device, accel.dtype
     seed = random.randint(0, 4294967294) if args.seed == -1 else args.seed
     t0 = time.perf_counter()
-    pipe = CapHumanPipeline.from_pretrained(str(weights), dtype=dtype)
+    pipe = CapHumanPipeline.from_pretrained(str(weights), dtype=accel.load_dtype())
     pipe.scheduler = make_scheduler(args.scheduler)
     if args.lora:
         from caphuman.diffusion.lora import apply_lora
 
         apply_lora(pipe, args.lora, args.lora_scale)
-    if args.cpu_offload and device == "cuda":
-        pipe.enable_model_cpu_offload()
-    else:
-        pipe.to(device)
+    configure_pipeline(pipe, accel)
     identity = identity_encoder_for(weights, device=device)
     ident = identity.encode_identity(reference)
     load_s = time.perf_counter() - t0
@@ -165,7 +162,7 @@ def run(args) -> int:
         image.save(path)
     params = {k: v for k, v in vars(args).items() if k != "func"}
     params.update(seed=seed, weights=str(weights), prompt_used=prompt, device=device, dtype=dtype_name,
-                  head_state=state.to_dict() if state is not None else None)
+                  acceleration=accel.describe(), head_state=state.to_dict() if state is not None else None)
     sidecar = {"parameters": params, "images": [str(p) for p in paths],
                "timings_s": {"load": round(load_s, 3), "generate": round(gen_s, 3)}}
     out_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")

@@ -24,6 +24,7 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 from transformers.image_processing_utils import BaseImageProcessor
 
+from caphuman.diffusion.acceleration import decode_dtype
 from caphuman.diffusion.capface import CapFaceModel
 from caphuman.diffusion.gating import gate_residuals
 from caphuman.face.clip_image import pil_clip_processor
@@ -228,7 +229,13 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
-        """latents / scaling_factor -> VAE -> x * 127.5 + 127.5, clipped, truncated to uint8 (N, H, W, 3)."""
+        """latents / scaling_factor -> VAE -> x * 127.5 + 127.5, clipped, truncated to uint8 (N, H, W, 3).
+
+        An fp16 VAE is first upcast to fp32 (once, in place): the SD VAE decoder overflows in fp16.
+        fp32 and bf16 VAEs decode as they are."""
+        want = decode_dtype(self.vae.dtype)
+        if self.vae.dtype != want:
+            self.vae.to(dtype=want)
         x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         x = (x.float() * 127.5 + 127.5).clamp(0, 255)
         return x.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)

@@ -147,9 +147,11 @@ def resolve_device(device: str = "auto") -> str:
 class Generator:
     """Loads the CapHuman pipeline + identity encoder from a weights folder once, on ``device``."""
 
-    def __init__(self, weights: str | Path, device: str = "cpu"):
+    def __init__(self, weights: str | Path, device: str = "cpu", compile: bool = False):
+        """``compile``: torch.compile the UNet and CapFace (CUDA; slow first generation, faster after)."""
         self.weights = Path(weights).expanduser()
         self.device = device
+        self.compile = compile
         self._lock = threading.Lock()
         self._pipe = None
         self._identity = None
@@ -169,14 +171,13 @@ class Generator:
         with self._lock:
             if self._pipe is None:
                 self.check()
-                import torch
-
+                from caphuman.diffusion.acceleration import Acceleration, configure_pipeline
                 from caphuman.diffusion.pipeline import CapHumanPipeline
 
-                dtype = torch.float16 if self.device == "cuda" else torch.float32
-                pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=dtype)
+                accel = Acceleration.for_device(self.device, compile=self.compile)  # fp16 on CUDA, fp32 on CPU
+                pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=accel.load_dtype())
                 pipe.set_progress_bar_config(disable=True)
-                self._pipe = pipe.to(self.device)
+                self._pipe = configure_pipeline(pipe, accel)
                 from caphuman.conditioning import identity_encoder_for
 
                 try:
