@@ -20,8 +20,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "caphuman": ("caphuman",),
     "backbone": ("backbone", "vae"),
     "encoders": ("clip", "face_parsing", "facenet"),
+    "fast": ("lcm_lora",),  # LCM-LoRA of the fast preset
 }
-GROUPS["all"] = tuple(dict.fromkeys(k for g in ("caphuman", "backbone", "encoders") for k in GROUPS[g]))
+GROUPS["all"] = tuple(dict.fromkeys(k for g in ("caphuman", "backbone", "encoders", "fast") for k in GROUPS[g]))
 CONVERTED_DIRNAME = "caphuman-diffusers"
 #: Files of a transformers CLIP repo that the pipeline needs (weights as safetensors only).
 CLIP_PATTERNS = ["*.json", "*.txt", "model.safetensors"]
@@ -158,12 +159,14 @@ def fetch(entry: WeightFile, root: Path, offline: bool = False, log=print) -> Pa
 
 def download(target: str = "all", offline: bool = False, convert: bool = True, root: Path | None = None,
              log=print) -> Path | None:
-    """Fetch the files of ``target`` (caphuman | backbone | encoders | all), then convert when possible."""
+    """Fetch the files of ``target`` (caphuman | backbone | encoders | fast | all), then convert when possible."""
     if target not in GROUPS:
         raise CapHumanError(f"unknown download target {target!r}; choose one of {', '.join(GROUPS)}")
     root = Path(root) if root else checkpoints_root()
     for key in GROUPS[target]:
         fetch(REGISTRY[key], root, offline=offline, log=log)
+    if not {"caphuman", "backbone", "vae", "clip"} & set(GROUPS[target]):
+        return None  # nothing the conversion reads was fetched (e.g. `download fast`)
     ckpt, backbone = local_path("caphuman", root), local_path("backbone", root)
     if not convert or not (ckpt.is_file() and backbone.is_file()):
         if convert:
