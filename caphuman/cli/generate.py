@@ -29,15 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hint", default=None,
                         help="precomputed 9-channel hint (.npy, (9, S, S)) instead of rendering the head")
     parser.add_argument("--seed", type=int, default=12345, help="random seed; -1 draws one (default 12345)")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    parser.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    parser.add_argument("--preset", choices=("original", "fast"), default="original",
+                        help="original: DDIM, 20 steps, guidance 7 (default); fast: LCM-LoRA + LCM scheduler, "
+                             "4 steps, guidance 1 (needs `python -m caphuman download fast`)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's, 20 / 4)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (default: the preset's, 7 / 1)")
     parser.add_argument("--strength", type=float, default=1.0, help="CapFace strength (default 1)")
     parser.add_argument("--tau", type=int, default=0,
                         help="identity dropout: CapFace ignores identity for timesteps t > tau (0 = off)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     parser.add_argument("--num-images", type=int, default=1, help="images per run, 1-8 (default 1)")
     parser.add_argument("--size", type=int, default=512, help="output side in pixels (default 512)")
-    parser.add_argument("--scheduler", choices=("ddim", "dpmpp"), default="ddim", help="sampler (default ddim)")
+    parser.add_argument("--scheduler", choices=("ddim", "dpmpp"), default=None,
+                        help="sampler for the original preset (default ddim; the fast preset uses lcm)")
     parser.add_argument("--lora", default=None,
                         help="LoRA for the UNet/text encoder: a file in checkpoints/lora/, a path, or a Hub repo")
     parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale (default 1)")
@@ -109,8 +114,14 @@ def run(args) -> int:
         raise InputError("--num-images must be between 1 and 8")
     if args.size % 64 or not 64 <= args.size <= 2048:
         raise InputError("--size must be a multiple of 64 (e.g. 512)")
+    from caphuman.diffusion import presets
+
+    args.scheduler, args.steps, args.guidance = presets.resolve(args.preset, args.scheduler, args.steps,
+                                                                args.guidance)
     if args.steps < 1:
         raise InputError("--steps must be >= 1")
+    if presets.uses_fast_lora(args.scheduler):
+        presets.require_fast_lora()
     accel = _acceleration(args)
     from caphuman.weights.download import resolve_weights
 
@@ -141,6 +152,12 @@ def run(args) -> int:
         from caphuman.diffusion.lora import apply_lora
 
         apply_lora(pipe, args.lora, args.lora_scale)
+    if presets.uses_fast_lora(args.scheduler):
+        from caphuman.diffusion.lora import apply_fast_lora, fuse_fast_lora
+
+        apply_fast_lora(pipe, True)
+        if not args.lora:  # one-shot run: merge it into the UNet weights (no per-layer LoRA cost)
+            fuse_fast_lora(pipe)
     configure_pipeline(pipe, accel)
     identity = identity_encoder_for(weights, device=device)
     ident = identity.encode_identity(reference)

@@ -18,7 +18,7 @@ import numpy as np
 from caphuman.controls.state import check_value
 from caphuman.errors import CapHumanError, InputError, MissingWeightsError
 
-SCHEDULERS = ("ddim", "dpmpp")
+SCHEDULERS = ("ddim", "dpmpp", "lcm")  # lcm = the fast preset (LCM-LoRA), see caphuman.diffusion.presets
 RESOLUTIONS = (128, 256, 384, 512, 640, 768)
 MAX_IMAGES = 8
 MAX_SEED = 2**31 - 1
@@ -50,7 +50,8 @@ class GenerationParams:
     """prompt / negative_prompt: text; seed: -1 = random; steps: 1..150; guidance: CFG scale 1..30;
     strength: CapFace residual scale 0..2; tau: DDPM timestep above which CapFace's identity
     context is off (0 = never); num_images: 1..8; resolution: output side in pixels (64..1024,
-    multiple of 64); scheduler: ``ddim`` | ``dpmpp``; lora: a file name from ``checkpoints/lora/``
+    multiple of 64); scheduler: ``ddim`` | ``dpmpp`` | ``lcm`` (the fast preset: LCM-LoRA, 1..50 steps,
+    4 steps and guidance 1 recommended); lora: a file name from ``checkpoints/lora/``
     ("" = none) applied at ``lora_scale`` (0..2); model: a base-model name from
     :func:`installed_models` ("" = the studio's default weights)."""
 
@@ -87,6 +88,11 @@ class GenerationParams:
             raise InputError(f"resolution must be a multiple of 64, got {resolution}")
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        from caphuman.diffusion import presets
+
+        if presets.uses_fast_lora(self.scheduler):
+            presets.check_steps(self.scheduler, num("steps", self.steps, 1, 150, integer=True))
+            presets.require_fast_lora()
         lora = "" if self.lora in (None, "", "none") else str(self.lora)
         if lora:
             from caphuman.diffusion.lora import installed_loras
@@ -199,10 +205,12 @@ class Generator:
             raise MissingWeightsError(self._identity_error)
         ref = Image.fromarray(reference_rgb)
         ident = identity.encode_identity(ref)
-        from caphuman.diffusion.lora import apply_lora
+        from caphuman.diffusion.lora import apply_fast_lora, apply_lora
+        from caphuman.diffusion.presets import uses_fast_lora
 
         pipe.scheduler = make_scheduler(params.scheduler)
         self._lora = apply_lora(pipe, params.lora, params.lora_scale, active=self._lora)
+        apply_fast_lora(pipe, uses_fast_lora(params.scheduler))
         seeds = [(params.seed + i) % (MAX_SEED + 1) for i in range(params.num_images)]
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         steps = params.steps
