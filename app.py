@@ -28,6 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--head", default=os.environ.get("CAPHUMAN_HEAD", "auto"),
                    help="auto | builtin | PATH (FLAME folder/.pkl or head .npz)")
     p.add_argument("--no-warmup", action="store_true", help="skip loading models at start-up")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet and CapFace (CUDA; slow first image, faster after)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                    help="fetch the public weights in the background at start-up when none are found "
                         "(default: on when running on Hugging Face Spaces)")
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
 
     try:
         launch(host=args.host, port=args.port, weights=args.weights, device=args.device, head=args.head,
-               warmup=not args.no_warmup, download=args.download)
+               warmup=not args.no_warmup, download=args.download, compile=args.compile)
     except CapHumanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@
         -> (preview: image, normals: image, albedo: image, shading: image, hint: file .npy (9, H, W) float32)
     /generate(photo: file, head_state: str JSON, prompt: str, negative_prompt: str, seed: int (-1 random),
               steps: int, guidance: float, strength: float, tau: int, num_images: int 1..8,
-              resolution: int (multiple of 64), scheduler: "ddim" | "dpmpp")
+              resolution: int (multiple of 64), scheduler: "ddim" | "dpmpp" | "lcm" (the fast preset: LCM-LoRA;
+              use steps 4, guidance 1))
         -> (gallery: list of (image, caption "seed S · pose asked yaw Y pitch P roll R · estimated yaw ...
             (or: pose not estimated (reason)) · identity X (recogniser) (or: identity n/a (reason))"), seed: int used)
 """

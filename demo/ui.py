@@ -8,6 +8,7 @@ import gradio as gr
 
 from caphuman.controls.state import HeadState
 from caphuman.diffusion.lora import installed_loras
+from caphuman.diffusion.presets import values_for_scheduler
 from caphuman.studio import serving
 from caphuman.studio.controls import SLIDERS, TRANSFER_MODES, values_from_state
 from caphuman.studio.generation import MAX_IMAGES, RESOLUTIONS, SCHEDULERS
@@ -118,7 +119,8 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     tau = gr.Slider(0, 1000, value=0, step=10, label="tau (0 = identity at every step)")
                 with gr.Row():
                     resolution = gr.Dropdown([r for r in RESOLUTIONS], value=512, label="Resolution", elem_id="resolution")
-                    scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="Scheduler")
+                    scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="Scheduler",
+                                            info="lcm = fast preset (LCM-LoRA, 4 steps)", elem_id="scheduler")
                     models = list(service.models) or ["default"]
                     model = gr.Dropdown(models, value=models[0], label="Base model (checkpoints/)")
                     lora = gr.Dropdown(["none", *installed_loras()], value="none", label="LoRA (checkpoints/lora/)")
@@ -155,6 +157,9 @@ def build_demo(service: StudioService) -> gr.Blocks:
         flame_file.upload(h.install_flame, [session, flame_file], [session, report, status, *values],
                           api_visibility="private", concurrency_limit=1,
                           concurrency_id="install-flame").then(**live).then(**commit)
+        # the fast preset (scheduler lcm) comes with its own steps and guidance
+        scheduler.change(values_for_scheduler, [scheduler, steps, guidance], [steps, guidance],
+                         show_progress="hidden", api_visibility="private")
         export.click(h.export, [session, *values], exported, api_visibility="private")
         generate.click(h.generate, [session, prompt, negative, seed, randomize, steps, guidance, strength, tau,
                                     num_images, resolution, scheduler, model, lora, lora_scale, *values], [gallery, used_seed],

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from caphuman.weights.download import TARGETS
 
     parser.add_argument("target", nargs="?", default="all", choices=TARGETS,
-                        help="a group (all, caphuman, backbone, encoders, analysis, deca-data) or one file key (default: all)")
+                        help="a group (all, caphuman, backbone, encoders, analysis, deca-data, fast) or one file key (default: all)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list every file: source, size, checksum, licence, present or not (no network)")
     parser.add_argument("--offline", action="store_true", help="use only files already on disk / in the Hub cache")
@@ -29,11 +29,13 @@ def fetch_and_convert(target: str = "all", offline: bool = False, convert: bool 
     from caphuman.weights.download import CONVERTED_DIRNAME, download
     from caphuman.weights.registry import checkpoints_root, local_path
 
+    from caphuman.weights.download import target_keys
+
     root = Path(root) if root else checkpoints_root()
     download(target, offline=offline, root=root, log=log)
     ckpt, backbone = local_path("caphuman", root), local_path("backbone", root)
-    if not convert:
-        return None
+    if not convert or not {"caphuman", "backbone", "vae", "clip"} & set(target_keys(target)):
+        return None  # nothing the conversion reads was asked for (e.g. `download fast`)
     if not (ckpt.is_file() and backbone.is_file()):
         log("conversion skipped: it needs both the CapHuman checkpoint and the backbone "
             "(`python -m caphuman download all`)")

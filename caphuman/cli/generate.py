@@ -31,15 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hint", default=None,
                         help="precomputed 9-channel hint (.npy, (9, S, S)) instead of rendering the head")
     parser.add_argument("--seed", type=int, default=12345, help="random seed; -1 draws one (default 12345)")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    parser.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    parser.add_argument("--preset", choices=("original", "fast"), default="original",
+                        help="original: DDIM, 20 steps, guidance 7 (default); fast: LCM-LoRA + LCM scheduler, "
+                             "4 steps, guidance 1 (needs `python -m caphuman download fast`)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's, 20 / 4)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (default: the preset's, 7 / 1)")
     parser.add_argument("--strength", type=float, default=1.0, help="CapFace strength (default 1)")
     parser.add_argument("--tau", type=int, default=0,
                         help="identity dropout: CapFace ignores identity for timesteps t > tau (0 = off)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     parser.add_argument("--num-images", type=int, default=1, help="images per run, 1-8 (default 1)")
     parser.add_argument("--size", type=int, default=512, help="output side in pixels (default 512)")
-    parser.add_argument("--scheduler", choices=("ddim", "dpmpp"), default="ddim", help="sampler (default ddim)")
+    parser.add_argument("--scheduler", choices=("ddim", "dpmpp"), default=None,
+                        help="sampler for the original preset (default ddim; the fast preset uses lcm)")
     parser.add_argument("--lora", default=None,
                         help="LoRA for the UNet/text encoder: a file in checkpoints/lora/, a path, or a Hub repo")
     parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale (default 1)")
@@ -47,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                         help="auto: fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--cpu-offload", action="store_true", help="CUDA: keep idle models on the CPU")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC memory format for the UNet and CapFace (default: on with CUDA)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet and CapFace (compiling takes a while: worth it for long runs)")
     parser.add_argument("--out", required=True, help="output PNG path")
 
 
@@ -93,18 +102,12 @@ def _open_image(path: str):
     return Image.fromarray(load_image(path))
 
 
-def _resolve_device(name: str, dtype_name: str):
-    import torch
+def _acceleration(args):
+    """Device, dtype and speed settings (one place for CLI, studio and benchmark: diffusion.acceleration)."""
+    from caphuman.diffusion.acceleration import Acceleration
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    if dtype_name == "auto":
-        dtype_name = "fp16" if name == "cuda" else "fp32"
-    if name == "cpu" and dtype_name == "fp16":
-        raise InputError("fp16 is not supported on the CPU; use --dtype fp32 or bf16")
-    return name, dtype_name, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    return Acceleration.for_device(args.device, args.dtype, channels_last=args.channels_last,
+                                   compile=args.compile, cpu_offload=args.cpu_offload)
 
 
 def _output_paths(out: Path, n: int) -> list[Path]:
@@ -116,8 +119,15 @@ def run(args) -> int:
         raise InputError("--num-images must be between 1 and 8")
     if args.size % 64 or not 64 <= args.size <= 2048:
         raise InputError("--size must be a multiple of 64 (e.g. 512)")
+    from caphuman.diffusion import presets
+
+    args.scheduler, args.steps, args.guidance = presets.resolve(args.preset, args.scheduler, args.steps,
+                                                                args.guidance)
     if args.steps < 1:
         raise InputError("--steps must be >= 1")
+    if presets.uses_fast_lora(args.scheduler):
+        presets.require_fast_lora()
+    accel = _acceleration(args)
     from caphuman.weights.download import resolve_weights
 
     weights = resolve_weights(args.weights)
@@ -134,22 +144,26 @@ def run(args) -> int:
     import torch
 
     from caphuman.conditioning import identity_encoder_for
+    from caphuman.diffusion.acceleration import configure_pipeline
     from caphuman.diffusion.pipeline import CapHumanPipeline
     from caphuman.diffusion.schedulers import make_scheduler
 
-    device, dtype_name, dtype = _resolve_device(args.device, args.dtype)
+    device, dtype_name = accel.device, accel.dtype
     seed = random.randint(0, 4294967294) if args.seed == -1 else args.seed
     t0 = time.perf_counter()
-    pipe = CapHumanPipeline.from_pretrained(str(weights), dtype=dtype)
+    pipe = CapHumanPipeline.from_pretrained(str(weights), dtype=accel.load_dtype())
     pipe.scheduler = make_scheduler(args.scheduler)
     if args.lora:
         from caphuman.diffusion.lora import apply_lora
 
         apply_lora(pipe, args.lora, args.lora_scale)
-    if args.cpu_offload and device == "cuda":
-        pipe.enable_model_cpu_offload()
-    else:
-        pipe.to(device)
+    if presets.uses_fast_lora(args.scheduler):
+        from caphuman.diffusion.lora import apply_fast_lora, fuse_fast_lora
+
+        apply_fast_lora(pipe, True)
+        if not args.lora:  # one-shot run: merge it into the UNet weights (no per-layer LoRA cost)
+            fuse_fast_lora(pipe)
+    configure_pipeline(pipe, accel)
     identity = identity_encoder_for(weights, device=device)
     ident = identity.encode_identity(reference)
     load_s = time.perf_counter() - t0
@@ -170,7 +184,7 @@ def run(args) -> int:
         image.save(path)
     params = {k: v for k, v in vars(args).items() if k != "func"}
     params.update(seed=seed, weights=str(weights), prompt_used=prompt, device=device, dtype=dtype_name,
-                  head_state=state.to_dict() if state is not None else None)
+                  acceleration=accel.describe(), head_state=state.to_dict() if state is not None else None)
     checks = _check_images(out.images, checker, reference, identity)
     sidecar = {"parameters": params, "images": [str(p) for p in paths],
                "checks": [{"image": str(p), **c.to_dict()} for p, c in zip(paths, checks)],

@@ -258,12 +258,12 @@ def convert_caphuman(
         convert_controlnet_checkpoint, convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
         convert_ldm_vae_checkpoint, create_unet_diffusers_config_from_ldm, create_vae_diffusers_config_from_ldm,
     )
-    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
-                              CLIPVisionConfig, CLIPVisionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModel
 
     from caphuman.diffusion.capface import CapFaceModel
     from caphuman.diffusion.pipeline import CapHumanPipeline
     from caphuman.diffusion.schedulers import make_scheduler
+    from caphuman.face.clip_image import pil_processor_class
 
     warnings.filterwarnings("ignore", message=".*image_size.*deprecated", category=FutureWarning)
     cfg = load_original_config(original_config)
@@ -380,7 +380,8 @@ def convert_caphuman(
     else:
         log(f"{Path(caphuman_ckpt).name} has no CLIP-vision copy; using {clip_src}")
         image_encoder = _clip_part(clip_src, CLIPVisionModel.from_pretrained, "image_encoder").eval()
-    feature_extractor = _clip_part(clip_src, CLIPImageProcessor.from_pretrained, "feature_extractor")
+    # the PIL processor explicitly (transformers 5 would pick the torchvision one when torchvision is installed)
+    feature_extractor = _clip_part(clip_src, pil_processor_class().from_pretrained, "feature_extractor")
 
     # ---- report, then save
     for r in reports:

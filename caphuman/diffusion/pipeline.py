@@ -21,10 +21,13 @@ from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
-from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
+from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModel
+from transformers.image_processing_utils import BaseImageProcessor
 
+from caphuman.diffusion.acceleration import decode_dtype
 from caphuman.diffusion.capface import CapFaceModel
 from caphuman.diffusion.gating import gate_residuals
+from caphuman.face.clip_image import pil_clip_processor
 
 
 @dataclass
@@ -46,7 +49,9 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     Components: ``vae`` (AutoencoderKL), ``text_encoder`` (CLIPTextModel) + ``tokenizer``, ``unet``
     (SD1.5 UNet2DConditionModel), ``capface`` (:class:`CapFaceModel`), ``scheduler`` (DDIM as the
-    original by default), ``image_encoder`` (CLIPVisionModel) + ``feature_extractor`` (CLIPImageProcessor).
+    original by default), ``image_encoder`` (CLIPVisionModel) + ``feature_extractor`` (CLIP image processor,
+    always transformers' PIL backend: a torchvision-backed one is replaced by its PIL twin, so a loaded
+    or saved folder preprocesses exactly like the original whether or not torchvision is installed).
     """
 
     model_cpu_offload_seq = "text_encoder->image_encoder->capface->unet->vae"
@@ -61,9 +66,11 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         capface: CapFaceModel,
         scheduler,
         image_encoder: CLIPVisionModel | None = None,
-        feature_extractor: CLIPImageProcessor | None = None,
+        feature_extractor: BaseImageProcessor | None = None,
     ):
         super().__init__()
+        if feature_extractor is not None:  # always the PIL backend: the original's exact pixels (reference §3.1)
+            feature_extractor = pil_clip_processor(feature_extractor)
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, capface=capface,
             scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor,
@@ -222,7 +229,13 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
-        """latents / scaling_factor -> VAE -> x * 127.5 + 127.5, clipped, truncated to uint8 (N, H, W, 3)."""
+        """latents / scaling_factor -> VAE -> x * 127.5 + 127.5, clipped, truncated to uint8 (N, H, W, 3).
+
+        An fp16 VAE is first upcast to fp32 (once, in place): the SD VAE decoder overflows in fp16.
+        fp32 and bf16 VAEs decode as they are."""
+        want = decode_dtype(self.vae.dtype)
+        if self.vae.dtype != want:
+            self.vae.to(dtype=want)
         x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         x = (x.float() * 127.5 + 127.5).clamp(0, 255)
         return x.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)

@@ -15,15 +15,48 @@ import numpy as np
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+#: The processor settings that define the preprocessing (copied when switching a processor to the PIL backend).
+PROCESSOR_KEYS = ("do_convert_rgb", "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale",
+                  "rescale_factor", "do_normalize", "image_mean", "image_std")
+
+
+def pil_processor_class():
+    """transformers' PIL ("slow") CLIP image processor class: ``CLIPImageProcessorPil`` (transformers 5;
+    there ``CLIPImageProcessor`` is the torchvision backend whenever torchvision is installed), or
+    ``CLIPImageProcessor`` on transformers 4 (where it is the PIL one)."""
+    try:
+        from transformers import CLIPImageProcessorPil
+    except ImportError:  # transformers 4.x
+        from transformers import CLIPImageProcessor as CLIPImageProcessorPil
+    return CLIPImageProcessorPil
+
+
+def pil_clip_processor(processor=None, **settings):
+    """The PIL CLIP image processor: ``processor`` itself when it already is one, else a PIL processor
+    with its settings (any backend, e.g. the torchvision one transformers 5 picks when torchvision is
+    installed, whose pixels differ by up to ~0.015 from the original's PIL preprocessing); ``settings``
+    override. With neither: the ViT-L/14 defaults (224, bicubic, CLIP mean/std)."""
+    cls = pil_processor_class()
+    if processor is not None and type(processor) is cls and not settings:
+        return processor
+    base = {}
+    if processor is not None:
+        d = processor.to_dict()
+        base = {k: d[k] for k in PROCESSOR_KEYS if k in d}
+    return cls(**{**base, **settings})
+
 
 def clip_pixels(rgb: np.ndarray, size: int = 224) -> np.ndarray:
-    """(1, 3, size, size) float32 CLIP input for an RGB uint8 image."""
+    """(1, 3, size, size) float32 CLIP input for an RGB uint8 image, computed as the original's
+    preprocessing does: shortest side -> ``size`` (long side truncated, bicubic), centre crop (offset
+    rounded down), /255, normalise."""
     from PIL import Image
 
     h, w = rgb.shape[:2]
-    s = size / min(h, w)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    img = Image.fromarray(rgb).resize((nw, nh), Image.BICUBIC)
+    nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    img = Image.fromarray(rgb)
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.BICUBIC)
     left, top = (nw - size) // 2, (nh - size) // 2
     img = img.crop((left, top, left + size, top + size))
     x = np.asarray(img, dtype=np.float32) / 255.0

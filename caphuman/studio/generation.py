@@ -18,7 +18,7 @@ import numpy as np
 from caphuman.controls.state import check_value
 from caphuman.errors import InputError, MissingWeightsError
 
-SCHEDULERS = ("ddim", "dpmpp")
+SCHEDULERS = ("ddim", "dpmpp", "lcm")  # lcm = the fast preset (LCM-LoRA), see caphuman.diffusion.presets
 RESOLUTIONS = (128, 256, 384, 512, 640, 768)
 MAX_IMAGES = 8
 MAX_SEED = 2**31 - 1
@@ -50,7 +50,8 @@ class GenerationParams:
     """prompt / negative_prompt: text; seed: -1 = random; steps: 1..150; guidance: CFG scale 1..30;
     strength: CapFace residual scale 0..2; tau: DDPM timestep above which CapFace's identity
     context is off (0 = never); num_images: 1..8; resolution: output side in pixels (64..1024,
-    multiple of 64); scheduler: ``ddim`` | ``dpmpp``; lora: a file name from ``checkpoints/lora/``
+    multiple of 64); scheduler: ``ddim`` | ``dpmpp`` | ``lcm`` (the fast preset: LCM-LoRA, 1..50 steps,
+    4 steps and guidance 1 recommended); lora: a file name from ``checkpoints/lora/``
     ("" = none) applied at ``lora_scale`` (0..2); model: a base-model name from
     :func:`installed_models` ("" = the studio's default weights)."""
 
@@ -87,6 +88,11 @@ class GenerationParams:
             raise InputError(f"resolution must be a multiple of 64, got {resolution}")
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        from caphuman.diffusion import presets
+
+        if presets.uses_fast_lora(self.scheduler):
+            presets.check_steps(self.scheduler, num("steps", self.steps, 1, 150, integer=True))
+            presets.require_fast_lora()
         lora = "" if self.lora in (None, "", "none") else str(self.lora)
         if lora:
             from caphuman.diffusion.lora import installed_loras
@@ -148,9 +154,11 @@ def resolve_device(device: str = "auto") -> str:
 class Generator:
     """Loads the CapHuman pipeline + identity encoder from a weights folder once, on ``device``."""
 
-    def __init__(self, weights: str | Path, device: str = "cpu"):
+    def __init__(self, weights: str | Path, device: str = "cpu", compile: bool = False):
+        """``compile``: torch.compile the UNet and CapFace (CUDA; slow first generation, faster after)."""
         self.weights = Path(weights).expanduser()
         self.device = device
+        self.compile = compile
         self._lock = threading.Lock()
         self._pipe = None
         self._identity = None
@@ -170,14 +178,13 @@ class Generator:
         with self._lock:
             if self._pipe is None:
                 self.check()
-                import torch
-
+                from caphuman.diffusion.acceleration import Acceleration, configure_pipeline
                 from caphuman.diffusion.pipeline import CapHumanPipeline
 
-                dtype = torch.float16 if self.device == "cuda" else torch.float32
-                pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=dtype)
+                accel = Acceleration.for_device(self.device, compile=self.compile)  # fp16 on CUDA, fp32 on CPU
+                pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=accel.load_dtype())
                 pipe.set_progress_bar_config(disable=True)
-                self._pipe = pipe.to(self.device)
+                self._pipe = configure_pipeline(pipe, accel)
                 from caphuman.conditioning import identity_encoder_for
 
                 try:
@@ -202,10 +209,12 @@ class Generator:
             raise MissingWeightsError(self._identity_error)
         ref = Image.fromarray(reference_rgb)
         ident = identity.encode_identity(ref)
-        from caphuman.diffusion.lora import apply_lora
+        from caphuman.diffusion.lora import apply_fast_lora, apply_lora
+        from caphuman.diffusion.presets import uses_fast_lora
 
         pipe.scheduler = make_scheduler(params.scheduler)
         self._lora = apply_lora(pipe, params.lora, params.lora_scale, active=self._lora)
+        apply_fast_lora(pipe, uses_fast_lora(params.scheduler))
         seeds = [(params.seed + i) % (MAX_SEED + 1) for i in range(params.num_images)]
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         steps = params.steps

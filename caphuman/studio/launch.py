@@ -10,7 +10,7 @@ from caphuman.studio import serving
 
 
 def create_app(head: str = "auto", weights: str | None = None, device: str = "auto", warmup: bool = True,
-               download: bool | None = None):
+               download: bool | None = None, compile: bool = False):
     """(service, gr.Blocks with the queue configured). Models load on CPU here (ZeroGPU style);
     generation weights load in a background thread so the page is up at once. ``download``
     (default: on Spaces) fetches and converts the public weights in the background when no
@@ -25,7 +25,7 @@ def create_app(head: str = "auto", weights: str | None = None, device: str = "au
 
     found = resolve_weights(weights)
     weights = str(found) if (found / "model_index.json").is_file() or weights else None
-    service = StudioService(head=head, weights=weights, device=device)
+    service = StudioService(head=head, weights=weights, device=device, compile=compile)
     service.warm_up(load_generator=False)  # numba compile of the renderer (first preview is fast)
     if download is None:
         download = serving.on_spaces() and not os.environ.get("HF_HUB_OFFLINE")
@@ -47,8 +47,10 @@ def launch_kwargs(host: str | None, port: int | None) -> dict:
                 allowed_paths=allowed, css=CSS, ssr_mode=False)
 
 
-def launch(host=None, port=None, weights=None, device="auto", head="auto", warmup=True, block=True, download=None):
+def launch(host=None, port=None, weights=None, device="auto", head="auto", warmup=True, block=True, download=None,
+           compile=False):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    service, demo = create_app(head=head, weights=weights, device=device, warmup=warmup, download=download)
+    service, demo = create_app(head=head, weights=weights, device=device, warmup=warmup, download=download,
+                               compile=compile)
     demo.launch(prevent_thread_lock=not block, **launch_kwargs(host, port))
     return service, demo

@@ -70,18 +70,19 @@ def _generate_on_gpu(generator: Generator, reference_rgb, hint, params, on_step,
 
 class StudioService:
     """head: ``auto`` | ``builtin`` | PATH; weights: diffusers CapHuman folder or None; device:
-    ``auto`` | ``cpu`` | ``cuda``."""
+    ``auto`` | ``cpu`` | ``cuda``; compile: torch.compile the UNet and CapFace of every generator."""
 
-    def __init__(self, head: str = "auto", weights: str | None = None, device: str = "auto"):
+    def __init__(self, head: str = "auto", weights: str | None = None, device: str = "auto", compile: bool = False):
         from caphuman.head.resolve import load_head
 
         self.device = resolve_device(device)
+        self.compile = compile
         self._render_lock = threading.Lock()
         self._use(load_head(head))
         self.weights = weights
         self.models = installed_models(weights)
         self._extra: tuple[str, Generator] | None = None  # the last non-default base model used
-        self.generator = Generator(weights, self.device) if weights else None
+        self.generator = Generator(weights, self.device, compile=self.compile) if weights else None
         self.generator_error: str | None = None
         if self.generator is not None:
             try:
@@ -91,7 +92,7 @@ class StudioService:
 
     def use_weights(self, weights: str | Path) -> None:
         """Switch the default generation weights (e.g. once a background download finished)."""
-        generator = Generator(weights, self.device)
+        generator = Generator(weights, self.device, compile=self.compile)
         try:
             generator.check()
             error = None
@@ -227,7 +228,7 @@ class StudioService:
         if model not in self.models:
             raise InputError(f"unknown base model {model!r}; installed: {', '.join(self.models) or 'none'}")
         if self._extra is None or self._extra[0] != model:
-            gen = Generator(self.models[model], self.device)
+            gen = Generator(self.models[model], self.device, compile=self.compile)
             gen.check()
             self._extra = (model, gen)
         return self._extra[1]

@@ -112,9 +112,9 @@ def build_tokenizer():
 
 
 def _feature_extractor(size: int):
-    from transformers import CLIPImageProcessor
+    from caphuman.face.clip_image import pil_processor_class
 
-    return CLIPImageProcessor(do_resize=True, size={"shortest_edge": size}, resample=3, do_center_crop=True,
+    return pil_processor_class()(do_resize=True, size={"shortest_edge": size}, resample=3, do_center_crop=True,
                               crop_size={"height": size, "width": size}, do_rescale=True, rescale_factor=1 / 255,
                               do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True)
 

@@ -24,6 +24,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "encoders": ("clip", "face_parsing", "facenet"),
     "analysis": ("insightface",),
     "deca-data": ("flame_landmarks", "flame_uv"),  # with FLAME installed, nothing else is manual
+    "fast": ("lcm_lora",),  # LCM-LoRA of the fast preset
 }
 GROUPS["all"] = tuple(dict.fromkeys(k for g in list(GROUPS) for k in GROUPS[g]))
 #: Single registry keys are targets too (``download facenet``).

@@ -93,6 +93,11 @@ REGISTRY: dict[str, WeightFile] = {w.key: w for w in [
         licence="MIT (openai/CLIP code); see model card", needed_for="generation (image tokens)",
         hub_repo="openai/clip-vit-large-patch14"),
     WeightFile(
+        key="lcm_lora", path="lora/fast/lcm-lora-sdv1-5.safetensors",
+        description="LCM-LoRA for SD1.5 (few-step latent-consistency sampling; not a style LoRA)",
+        licence="openrail++", needed_for="the fast preset (--preset fast / scheduler lcm)",
+        hub_repo="latent-consistency/lcm-lora-sdv1-5", hub_filename="pytorch_lora_weights.safetensors"),
+    WeightFile(
         key="face_parsing", path="face-parsing/79999_iter.pth",
         description="BiSeNet face parser (19 CelebAMask-HQ classes)", licence="MIT (face-parsing.PyTorch)",
         needed_for="generation (face-only image for the CLIP tokens)",
