@@ -331,7 +331,7 @@ def test_dry_run_lists_every_public_file_and_touches_no_network(tmp_path):
     rows = {r.key: r for r in plan("all", root=tmp_path)}
     assert set(rows) == set(REGISTRY)
     for key in ("caphuman", "backbone", "vae", "clip", "face_parsing", "facenet", "insightface", "flame_landmarks",
-                "flame_uv"):
+                "flame_uv", "lcm_lora"):
         assert key in GROUPS["all"] and rows[key].action == "download", key
     assert all(rows[k].action == "manual" for k in ("deca", "flame")) and "licence-gated" in rows["flame"].why
     assert rows["face_parsing"].checksum == "md5 ff26a222ce48a618a1fa820b46223cae"
@@ -343,7 +343,8 @@ def test_dry_run_lists_every_public_file_and_touches_no_network(tmp_path):
     out = p.stdout
     assert "facenet" in out and "http://127.0.0.1:9/github.com/timesler/facenet-pytorch" in out
     assert "non-commercial" in out.lower() and "manual" in out
-    assert "9 to download" in out and not list(tmp_path.iterdir())
+    assert "10 to download" in out and not list(tmp_path.iterdir())
+    assert {r.key for r in rows.values() if r.action == "download"} <= set(GROUPS["all"])
 
 
 def test_cli_downloads_from_mirrors_and_refuses_a_bad_file(server, tmp_path):
