@@ -50,7 +50,7 @@ class InstalledFlame:
 
 
 def _sha256(path: Path) -> str:
-    from caphuman.weights.fetch import file_checksum
+    from caphuman.weights.registry import file_checksum
 
     return file_checksum(path, "sha256")
 

@@ -23,7 +23,6 @@ Mirrors: Hub files honour ``HF_ENDPOINT`` (huggingface_hub's own setting); plain
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from caphuman.errors import CapHumanError, MissingWeightsError
-from caphuman.weights.registry import WeightFile
+from caphuman.weights.registry import WeightFile, file_checksum
 
 MIRROR_ENV = "CAPHUMAN_DOWNLOAD_MIRROR"
 STAGING_DIRNAME = ".downloads"
@@ -48,13 +47,6 @@ class ChecksumError(CapHumanError):
 
 
 # ---------------------------------------------------------------------------- small helpers
-def file_checksum(path: str | os.PathLike, algorithm: str) -> str:
-    """Hex digest of a file (streamed), ``algorithm`` as :func:`hashlib.new` names it."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def mirrored(url: str) -> str:

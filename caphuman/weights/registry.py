@@ -193,13 +193,13 @@ class FileStatus:
         return self.state == "present"
 
 
-def md5sum(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex MD5 of a file (streamed)."""
+def file_checksum(path: str | os.PathLike, algorithm: str = "md5") -> str:
+    """Hex digest of a file (streamed), ``algorithm`` as :func:`hashlib.new` names it."""
     import hashlib
 
-    h = hashlib.md5()
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
 
@@ -221,11 +221,11 @@ def file_status(key: str, root: str | os.PathLike | None = None, verify: bool = 
     if size == 0:
         return FileStatus(key, p, "empty", 0, "zero-byte file")
     if verify and w.md5 and p.name == Path(w.path).name:  # the checksum is the main path's, not an alternative's
-        got = md5sum(p)
+        got = file_checksum(p, "md5")
         if got != w.md5:
             return FileStatus(key, p, "bad-checksum", size, f"md5 {got}, expected {w.md5}")
     elif verify:  # no published checksum: compare with the SHA-256 recorded when it was downloaded
-        from caphuman.weights.fetch import file_checksum, read_record
+        from caphuman.weights.fetch import read_record
 
         want = read_record(Path(root) if root is not None else checkpoints_root()).get(key, {}).get("sha256")
         if want and file_checksum(p, "sha256") != want:
