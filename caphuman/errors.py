@@ -23,3 +23,8 @@ class MissingWeightsError(CapHumanError, FileNotFoundError):
 
 class NoFaceError(CapHumanError):
     """No face was found in an image."""
+
+
+class BrokenWeightsError(CapHumanError):
+    """A model folder is present but a file in it is damaged (truncated, wrong shape, not JSON);
+    the message names the file and the command that re-creates it."""

@@ -150,13 +150,13 @@ def run(args) -> int:
     import torch
 
     from caphuman.conditioning import identity_encoder_for
-    from caphuman.diffusion.pipeline import CapHumanPipeline
+    from caphuman.diffusion.loading import load_pipeline
     from caphuman.diffusion.schedulers import make_scheduler
 
     device, dtype_name, dtype = _resolve_device(args.device, args.dtype)
     seed = random.randint(0, MAX_SEED) if args.seed == -1 else args.seed
     t0 = time.perf_counter()
-    pipe = CapHumanPipeline.from_pretrained(str(weights), dtype=dtype)
+    pipe = load_pipeline(weights, dtype)
     pipe.scheduler = make_scheduler(args.scheduler)
     if args.lora:
         from caphuman.diffusion.lora import apply_lora

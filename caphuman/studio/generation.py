@@ -170,10 +170,10 @@ class Generator:
                 self.check()
                 import torch
 
-                from caphuman.diffusion.pipeline import CapHumanPipeline
+                from caphuman.diffusion.loading import load_pipeline
 
                 dtype = torch.float16 if self.device == "cuda" else torch.float32
-                pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=dtype)
+                pipe = load_pipeline(self.weights, dtype)
                 pipe.set_progress_bar_config(disable=True)
                 self._pipe = pipe.to(self.device)
                 from caphuman.conditioning import identity_encoder_for
