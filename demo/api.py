@@ -1,13 +1,15 @@
 """The named API endpoints ``/analyze``, ``/preview`` and ``/generate`` (stateless, for
 ``gradio_client``), built on hidden components so Gradio handles uploads and file results.
+Numbers are checked by the shared rules (:mod:`caphuman.validation`): a bad value is an error that
+names the field and its range; head controls out of range are clamped with a warning.
 
     /analyze(photo: file) -> (frame: image, head_state: str JSON, report: str)
     /preview(head_state: str JSON, backdrop: file | None, size: int 64..1024)
         -> (preview: image, normals: image, albedo: image, shading: image, hint: file .npy (9, H, W) float32)
-    /generate(photo: file, head_state: str JSON, prompt: str, negative_prompt: str, seed: int (-1 random),
-              steps: int, guidance: float, strength: float, tau: int, num_images: int 1..8,
-              resolution: int (multiple of 64), scheduler: "ddim" | "dpmpp" | "lcm" (the fast preset: LCM-LoRA;
-              use steps 4, guidance 1))
+    /generate(photo: file, head_state: str JSON, prompt: str, negative_prompt: str,
+              seed: int (-1 random, else 0..4294967295), steps: int 1..150, guidance: float 0..30,
+              strength: float 0..2, tau: int 0..1000, num_images: int 1..8, resolution: int (multiple of 64,
+              64..1024), scheduler: "ddim" | "dpmpp" | "lcm" (the fast preset: LCM-LoRA; use steps 4, guidance 1))
         -> (gallery: list of (image, caption "seed S · pose asked yaw Y pitch P roll R · estimated yaw ...
             (or: pose not estimated (reason)) · identity X (recogniser) (or: identity n/a (reason))"), seed: int used)
 """
@@ -19,8 +21,21 @@ import gradio as gr
 from caphuman.studio import serving
 from caphuman.studio.generation import SCHEDULERS, GenerationParams
 from caphuman.studio.service import StudioService, validated_state
+from caphuman.validation import check_int
 from demo import files
-from demo.handlers import _int, user_errors
+from demo.handlers import _int, user_errors, warn
+
+
+def api_number(**kwargs) -> gr.Number:
+    """A number input of the API that hands the handler the value exactly as the client sent it.
+
+    ``gr.Number`` would round 2.5 to 2, turn ``true`` into 1, and fail on ``"abc"``, NaN or
+    Infinity with Gradio's generic message; the handler's shared validation
+    (:mod:`caphuman.validation`) instead names the field and its range. (The instance's
+    ``preprocess`` is replaced: a subclass would make Gradio write a ``.pyi`` next to this file.)"""
+    number = gr.Number(**kwargs)
+    number.preprocess = lambda payload: payload
+    return number
 
 
 def add_api(service: StudioService) -> None:
@@ -31,21 +46,22 @@ def add_api(service: StudioService) -> None:
         """Analyse a reference photo: the square frame, the fitted head state (JSON) and a report."""
         ref = service.analyze(photo)
         for w in ref.warnings:
-            gr.Warning(w)
+            warn(w)
         return files.jpeg(ref.frame, "frame"), ref.state.to_json(), ref.report()
 
     @user_errors
     def preview(head_state, backdrop, size):
         """Render a head state (JSON) over an optional backdrop (e.g. /analyze's frame)."""
+        size = 512 if size is None else check_int("size", size, 64, 1024)  # before decoding the backdrop
         checked = validated_state(head_state or "")
         for w in checked.warnings:
-            gr.Warning(w)
+            warn(w)
         frame = None
         if backdrop is not None:
             from caphuman.studio.reference import centre_square, load_photo
 
             frame = centre_square(load_photo(backdrop), 512)
-        result = service.preview(checked.value, frame, _int(size) if size is not None else 512)
+        result = service.preview(checked.value, frame, size)
         m = result.maps
         return (files.png(result.preview, "preview"), files.png(m["normals"], "normals"),
                 files.png(m["albedo"], "albedo"), files.png(m["shading"], "shading"), files.npy(result.hint, "hint"))
@@ -57,7 +73,7 @@ def add_api(service: StudioService) -> None:
         """Generate portraits of the reference person posed as ``head_state``."""
         checked = validated_state(head_state or "")
         for w in checked.warnings:
-            gr.Warning(w)
+            warn(w)
         params = GenerationParams(prompt=prompt, negative_prompt=negative_prompt or "", seed=_int(seed),
                                   steps=_int(steps), guidance=guidance, strength=strength, tau=_int(tau),
                                   num_images=_int(num_images), resolution=_int(resolution), scheduler=scheduler,
@@ -74,16 +90,16 @@ def add_api(service: StudioService) -> None:
         a_state = gr.Textbox(label="head_state")
         a_report = gr.Textbox(label="report")
         a_backdrop = gr.File(label="backdrop", type="filepath")
-        a_size = gr.Number(label="size", value=512, precision=0)
+        a_size = api_number(label="size", value=512, precision=0)
         a_prev = [gr.Image(label=n, type="filepath") for n in ("preview", "normals", "albedo", "shading")]
         a_hint = gr.File(label="hint")
         g_in = [gr.Textbox(label="prompt"), gr.Textbox(label="negative_prompt"),
-                gr.Number(label="seed", value=-1, precision=0), gr.Number(label="steps", value=20, precision=0),
-                gr.Number(label="guidance", value=7.0), gr.Number(label="strength", value=1.0),
-                gr.Number(label="tau", value=0, precision=0), gr.Number(label="num_images", value=1, precision=0),
-                gr.Number(label="resolution", value=512, precision=0),
+                api_number(label="seed", value=-1, precision=0), api_number(label="steps", value=20, precision=0),
+                api_number(label="guidance", value=7.0), api_number(label="strength", value=1.0),
+                api_number(label="tau", value=0, precision=0), api_number(label="num_images", value=1, precision=0),
+                api_number(label="resolution", value=512, precision=0),
                 gr.Dropdown(label="scheduler", choices=list(SCHEDULERS), value="ddim"),
-                gr.Textbox(label="lora", value="none"), gr.Number(label="lora_scale", value=1.0),
+                gr.Textbox(label="lora", value="none"), api_number(label="lora_scale", value=1.0),
                 gr.Textbox(label="model", value="default")]
         g_gallery = gr.Gallery(label="images")
         g_seed = gr.Number(label="seed", precision=0)

@@ -1,5 +1,6 @@
 """Event handlers: component values <-> :class:`StudioService` calls. Every user-facing problem
-becomes ``gr.Error``/``gr.Warning``; anything else is logged and shown as a one-line error."""
+becomes ``gr.Error``/``gr.Warning``; anything else is logged and shown as a one-line error.
+Messages shown name no server paths (:func:`caphuman.errors.without_paths`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import gradio as gr
 import numpy as np
 
 from caphuman.controls.state import HeadState
-from caphuman.errors import CapHumanError
+from caphuman.errors import CapHumanError, without_paths
 from caphuman.studio.controls import SLIDERS, state_from_values, values_from_state
 from caphuman.studio.generation import GenerationParams
 from caphuman.studio.service import StudioService, validated_state
@@ -34,17 +35,29 @@ def user_errors(fn):
             except gr.Error:
                 raise
             except CapHumanError as exc:
-                raise gr.Error(str(exc), print_exception=False) from None
+                raise gr.Error(without_paths(exc, _paths(args, kwargs)), print_exception=False) from None
             except Exception as exc:  # noqa: BLE001 - never a traceback in the UI
                 log.exception("studio handler %s failed", fn.__name__)
                 raise gr.Error(f"internal error ({exc.__class__.__name__}); details are in the server log",
                                print_exception=False) from None
         for w in caught:
             if issubclass(w.category, UserWarning):
-                gr.Warning(str(w.message))
+                warn(str(w.message))
         return result
 
     return wrapper
+
+
+def _paths(args, kwargs) -> list[str]:
+    """The file paths a handler received (uploads), to take out of its messages."""
+    import os
+
+    return [v for v in (*args, *kwargs.values()) if isinstance(v, str) and os.path.isabs(v)]
+
+
+def warn(message: str) -> None:
+    """``gr.Warning`` without server paths."""
+    gr.Warning(without_paths(message))
 
 
 # ---------------------------------------------------------------------------- session
@@ -126,7 +139,7 @@ class Handlers:
                      base=ref.state.to_json(None))
             sliders = _slider_updates(ref.state)
             notes = notes + [ref.report()]
-        gr.Info(f"head: {self.service.head_description}")
+        gr.Info(without_paths(f"head: {self.service.head_description}"))
         return [s, "\n".join(notes), self.service.environment().markdown()] + sliders
 
     @user_errors
@@ -136,7 +149,7 @@ class Handlers:
         s = dict(_session(session))
         state, notes = self.service.transfer_from(pose_photo, current_state(s, values), modes)
         for w in notes:
-            gr.Warning(w)
+            warn(w)
         s["base"] = state.to_json(None)
         return [s] + _slider_updates(state)
 
@@ -158,13 +171,13 @@ class Handlers:
     def load_preset(self, session, path):
         if path is None:
             return [_session(session)] + [gr.update()] * N
-        try:
-            text = open(path, encoding="utf-8").read(1_000_000)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise gr.Error(f"cannot read the preset: {exc}", print_exception=False) from None
-        checked = validated_state(text)
+        from pathlib import Path
+
+        from caphuman.controls.state import read_state_text
+
+        checked = validated_state(read_state_text(path, f"the preset {Path(path).name}"))
         for w in checked.warnings:
-            gr.Warning(w)
+            warn(w)
         s = dict(_session(session))
         s["base"] = checked.value.to_json(None)
         return [s] + _slider_updates(checked.value)

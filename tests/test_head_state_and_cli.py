@@ -27,9 +27,10 @@ def test_state_json_round_trip():
 
 
 @pytest.mark.parametrize("text,match", [
-    ('{"pose": {"yaw": "NaN"}}', "finite"),
-    ('{"pose": {"yaww": 1}}', "unknown pose"),
-    ('{"colour": 1}', "unknown head state"),
+    ('{"pose": {"yaw": NaN}}', "finite"),
+    ('{"pose": {"yaw": "NaN"}}', "must be a number, got a string"),  # JSON strings are not numbers
+    ('{"pose": {"yaww": 1}}', 'unknown field "pose.yaww"'),
+    ('{"colour": 1}', 'unknown field "colour"'),
     ('[1, 2]', "object"),
     ('{"lighting": {"sh": [[1, 2]]}}', "9 rows"),
     ('{"expression_controls": {"smile": "big"}}', "number"),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from caphuman.cli.head_args import add_head_arguments, add_reference_arguments, state_from_args
 from caphuman.errors import InputError, MissingWeightsError
+from caphuman.validation import MAX_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,24 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_head_arguments(parser)
     parser.add_argument("--hint", default=None,
                         help="precomputed 9-channel hint (.npy, (9, S, S)) instead of rendering the head")
-    parser.add_argument("--seed", type=int, default=12345, help="random seed; -1 draws one (default 12345)")
+    parser.add_argument("--seed", type=int, default=12345,
+                        help="random seed, 0..4294967295; -1 draws one (default 12345)")
     parser.add_argument("--preset", choices=("original", "fast"), default="original",
                         help="original: DDIM, 20 steps, guidance 7 (default); fast: LCM-LoRA + LCM scheduler, "
                              "4 steps, guidance 1 (needs `python -m caphuman download fast`)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's, 20 / 4)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps, 1..150 (default: the preset's, 20 / 4)")
     parser.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (default: the preset's, 7 / 1)")
-    parser.add_argument("--strength", type=float, default=1.0, help="CapFace strength (default 1)")
+                        help="classifier-free guidance scale, 0..30 (default: the preset's, 7 / 1)")
+    parser.add_argument("--strength", type=float, default=1.0, help="CapFace strength, 0..2 (default 1)")
     parser.add_argument("--tau", type=int, default=0,
-                        help="identity dropout: CapFace ignores identity for timesteps t > tau (0 = off)")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
-    parser.add_argument("--num-images", type=int, default=1, help="images per run, 1-8 (default 1)")
-    parser.add_argument("--size", type=int, default=512, help="output side in pixels (default 512)")
+                        help="identity dropout, 0..1000: CapFace ignores identity for timesteps t > tau (0 = off)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta, 0..1 (default 0)")
+    parser.add_argument("--num-images", type=int, default=1, help="images per run, 1..8 (default 1)")
+    parser.add_argument("--size", type=int, default=512,
+                        help="output side in pixels, a multiple of 64 in 64..1024 (default 512)")
     parser.add_argument("--scheduler", choices=("ddim", "dpmpp"), default=None,
                         help="sampler for the original preset (default ddim; the fast preset uses lcm)")
     parser.add_argument("--lora", default=None,
                         help="LoRA for the UNet/text encoder: a file in checkpoints/lora/, a path, or a Hub repo")
-    parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale (default 1)")
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale, 0..2 (default 1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default auto)")
     parser.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                         help="auto: fp16 on CUDA, fp32 on CPU")
@@ -114,17 +118,29 @@ def _output_paths(out: Path, n: int) -> list[Path]:
     return [out] if n == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(n)]
 
 
+#: flag -> the shared rule it follows (caphuman.validation.GENERATION_RULES; the studio uses the same).
+NUMBER_FLAGS = {"seed": "seed", "steps": "steps", "guidance": "guidance", "strength": "strength", "tau": "tau",
+                "eta": "eta", "num_images": "num_images", "size": "resolution", "lora_scale": "lora_scale"}
+
+
+def check_numbers(args) -> None:
+    """The prompts and every numeric flag through the shared rules: finite, in range, whole where it must be; refused
+    (exit 2, one line naming the flag and its range) otherwise. Runs before anything is loaded."""
+    from caphuman.validation import check_generation, check_prompt
+
+    args.prompt = check_prompt(args.prompt, "--prompt")
+    check_prompt(args.negative_prompt, "--negative-prompt", required=False)
+    for attr, rule in NUMBER_FLAGS.items():
+        if getattr(args, attr, None) is not None:
+            setattr(args, attr, check_generation(rule, getattr(args, attr), "--" + attr.replace("_", "-")))
+
+
 def run(args) -> int:
-    if not 1 <= args.num_images <= 8:
-        raise InputError("--num-images must be between 1 and 8")
-    if args.size % 64 or not 64 <= args.size <= 2048:
-        raise InputError("--size must be a multiple of 64 (e.g. 512)")
     from caphuman.diffusion import presets
 
     args.scheduler, args.steps, args.guidance = presets.resolve(args.preset, args.scheduler, args.steps,
                                                                 args.guidance)
-    if args.steps < 1:
-        raise InputError("--steps must be >= 1")
+    check_numbers(args)
     if presets.uses_fast_lora(args.scheduler):
         presets.require_fast_lora()
     accel = _acceleration(args)
@@ -145,13 +161,13 @@ def run(args) -> int:
 
     from caphuman.conditioning import identity_encoder_for
     from caphuman.diffusion.acceleration import configure_pipeline
-    from caphuman.diffusion.pipeline import CapHumanPipeline
+    from caphuman.diffusion.loading import load_pipeline
     from caphuman.diffusion.schedulers import make_scheduler
 
     device, dtype_name = accel.device, accel.dtype
-    seed = random.randint(0, 4294967294) if args.seed == -1 else args.seed
+    seed = random.randint(0, MAX_SEED) if args.seed == -1 else args.seed
     t0 = time.perf_counter()
-    pipe = CapHumanPipeline.from_pretrained(str(weights), dtype=accel.load_dtype())
+    pipe = load_pipeline(weights, accel.load_dtype())
     pipe.scheduler = make_scheduler(args.scheduler)
     if args.lora:
         from caphuman.diffusion.lora import apply_lora

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
@@ -50,16 +51,33 @@ def _parse_expression(item: str) -> tuple[str, float]:
     return name, number
 
 
+def read_params_file(name: str) -> HeadState:
+    """``--params FILE``: a saved head state; every problem is one line naming the file."""
+    from caphuman.controls.state import read_state_text
+
+    text = read_state_text(name, f"--params {name}")
+    try:
+        return HeadState.from_json(text)
+    except InputError as exc:
+        raise InputError(f"--params {name}: {exc}") from None
+
+
 def state_from_args(args: argparse.Namespace, base: HeadState | None = None) -> HeadState:
-    """Build a validated :class:`HeadState`: ``--params`` (or ``base``) then the flags on top."""
+    """Build a validated :class:`HeadState`: ``--params`` (or ``base``) then the flags on top.
+    Values outside a control's range are clamped; each clamp prints one ``warning:`` line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = _state_from_args(args, base)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    return state
+
+
+def _state_from_args(args: argparse.Namespace, base: HeadState | None) -> HeadState:
     state = base if base is not None else HeadState()
     if getattr(args, "params", None):
-        path = Path(args.params)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise InputError(f"--params: cannot read {path}: {exc.strerror}") from None
-        state = HeadState.from_json(text)
+        state = read_params_file(args.params)
     state = state.replace()
     for flag, (obj, attr) in {
         "yaw": (state.pose, "yaw"), "pitch": (state.pose, "pitch"), "roll": (state.pose, "roll"),
@@ -87,12 +105,7 @@ def state_from_args(args: argparse.Namespace, base: HeadState | None = None) -> 
         else:
             known = ", ".join(EXPRESSION_CONTROLS)
             raise InputError(f"unknown expression {name!r}; known: {known} (or e0, e1, ... for raw coefficients)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        state = state.validated()
-    for w in caught:
-        print(f"warning: {w.message}", file=__import__("sys").stderr)
-    return state
+    return state.validated()
 
 
 def list_expressions() -> str:

@@ -13,19 +13,19 @@ Placement is in the output frame's normalised coordinates: the frame's shorter s
 to the head model's default portrait framing (1.0).
 
 Values outside a control's range are clamped with a :class:`UserWarning`; NaN or infinity is
-rejected with :class:`~caphuman.errors.InputError`.
+rejected with :class:`~caphuman.errors.InputError` (the shared rules: :mod:`caphuman.validation`).
+Messages name the field path, e.g. ``head state: "lighting.sh" must be 9 rows of 3 numbers ...``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from caphuman.errors import InputError
+from caphuman.validation import check_value, describe, is_number  # noqa: F401 (check_value re-exported)
 
 #: Semantic expression controls, each mapped onto expression coefficients of whatever head model
 #: is loaded (see :mod:`caphuman.controls.expressions`). name -> (min, max, meaning).
@@ -58,38 +58,58 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def check_value(name: str, value: Any, lo: float, hi: float, clamp: bool = True) -> float:
-    """Return ``value`` as a float inside [lo, hi]; refuse NaN/inf. Out of range: clamp with a
-    warning (``clamp=True``, slider-like controls) or refuse (``clamp=False``)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise InputError(f"{name} must be a finite number, got {v}")
-    if (v < lo or v > hi) and not clamp:
-        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {v:g}")
-    if v < lo or v > hi:
-        clamped = min(max(v, lo), hi)
-        warnings.warn(f"{name}={v:g} is outside [{lo:g}, {hi:g}]; using {clamped:g}", UserWarning, stacklevel=3)
-        return clamped
-    return v
+#: Longest ``shape`` / ``expression`` / ``albedo`` list accepted (FLAME has 300 / 100 / 50 components).
+MAX_COEFFICIENTS = 1024
 
 
-def _check_range(name: str, value: Any) -> float:
-    lo, hi = RANGES[name]
-    return check_value(name, value, lo, hi)
+def _field(path: str) -> str:
+    """How messages name a head-state field: ``head state: "pose.yaw"``."""
+    return f'head state: "{path}"'
+
+
+def _check_range(path: str, value: Any) -> float:
+    lo, hi = RANGES[path.rsplit(".", 1)[-1]]
+    return check_value(_field(path), value, lo, hi)
 
 
 def _check_vector(name: str, values: Any) -> list[float]:
     if values is None:
         return []
-    try:
-        items = list(values)
-    except TypeError:
-        raise InputError(f"{name} must be a list of numbers") from None
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise InputError(f"{_field(name)} must be a list of numbers, got {describe(values)}")
+    items = list(values)
+    if len(items) > MAX_COEFFICIENTS:
+        raise InputError(f"{_field(name)} has {len(items)} values; at most {MAX_COEFFICIENTS}")
     lo, hi = RANGES["coefficient"]
-    return [check_value(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(items)]
+    return [check_value(_field(f"{name}[{i}]"), v, lo, hi) for i, v in enumerate(items)]
+
+
+COLOR_SHAPE = "a list of 3 numbers (RGB, 0..2)"
+SH_SHAPE = "9 rows of 3 numbers (SH band x RGB)"
+
+
+def _listed(values: Any, path: str, expected: str, n: int, what: str = "values") -> list:
+    """``values`` as a list of exactly ``n`` items, else an error saying ``path`` must be ``expected``."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise InputError(f"{_field(path)} must be {expected}, got {describe(values)}")
+    items = list(values)
+    if len(items) != n:
+        unit = what if len(items) != 1 else what[:-1]  # "1 row", "2 values"
+        raise InputError(f"{_field(path)} must be {expected}, got {len(items)} {unit}")
+    return items
+
+
+def _sh_rows(sh: Any) -> list[list]:
+    rows = _listed(sh, "lighting.sh", SH_SHAPE, 9, "rows")
+    out = []
+    for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes, dict)) or not hasattr(row, "__iter__"):
+            raise InputError(f'{_field("lighting.sh")} must be {SH_SHAPE}, got {describe(row)} as row {i}')
+        row = list(row)
+        if len(row) != 3:
+            raise InputError(f'{_field("lighting.sh")} must be {SH_SHAPE}, got {len(row)} values in row {i}')
+        out.append(row)
+    return out
 
 
 @dataclass
@@ -102,7 +122,7 @@ class Pose:
     jaw: float = 0.0
 
     def validated(self) -> "Pose":
-        return Pose(**{k: _check_range(k, getattr(self, k)) for k in ("yaw", "pitch", "roll", "jaw")})
+        return Pose(**{k: _check_range(f"pose.{k}", getattr(self, k)) for k in ("yaw", "pitch", "roll", "jaw")})
 
 
 @dataclass
@@ -114,7 +134,8 @@ class Placement:
     shift_y: float = 0.0
 
     def validated(self) -> "Placement":
-        return Placement(**{k: _check_range(k, getattr(self, k)) for k in ("scale", "shift_x", "shift_y")})
+        return Placement(**{k: _check_range(f"placement.{k}", getattr(self, k))
+                            for k in ("scale", "shift_x", "shift_y")})
 
 
 @dataclass
@@ -136,17 +157,43 @@ class Lighting:
     sh: list[list[float]] | None = None
 
     def validated(self) -> "Lighting":
-        out = Lighting(**{k: _check_range(k, getattr(self, k)) for k in ("azimuth", "elevation", "intensity", "ambient")})
-        color = list(self.color) if self.color is not None else [1.0, 1.0, 1.0]
-        if len(color) != 3:
-            raise InputError("lighting color must have 3 values (RGB)")
-        out.color = tuple(check_value(f"color[{i}]", c, 0.0, 2.0) for i, c in enumerate(color))
+        out = Lighting(**{k: _check_range(f"lighting.{k}", getattr(self, k))
+                          for k in ("azimuth", "elevation", "intensity", "ambient")})
+        color = _listed(self.color, "lighting.color", COLOR_SHAPE, 3) if self.color is not None else [1.0, 1.0, 1.0]
+        out.color = tuple(check_value(_field(f"lighting.color[{i}]"), c, 0.0, 2.0) for i, c in enumerate(color))
         if self.sh is not None:
-            rows = [list(r) for r in self.sh]
-            if len(rows) != 9 or any(len(r) != 3 for r in rows):
-                raise InputError("raw SH lighting must be 9 rows of 3 values (band x RGB)")
-            out.sh = [[check_value(f"sh[{i}][{c}]", v, -10.0, 10.0) for c, v in enumerate(r)] for i, r in enumerate(rows)]
+            rows = _sh_rows(self.sh)
+            out.sh = [[check_value(_field(f"lighting.sh[{i}][{c}]"), v, -10.0, 10.0) for c, v in enumerate(r)]
+                      for i, r in enumerate(rows)]
         return out
+
+
+FORMAT = "caphuman.head_state/1"
+#: Longest head-state JSON text accepted (a full FLAME state is about 10 kB).
+MAX_JSON_CHARS = 1_000_000
+
+
+def _need_number(path: str, value: Any) -> None:
+    """Type check of one JSON value: a number (ranges are checked later, by ``validated``)."""
+    if not is_number(value):
+        raise InputError(f"{_field(path)} must be a number, got {describe(value)}")
+
+
+def _key(key: Any) -> str:
+    """A JSON key as messages show it: at most 40 characters, unprintable ones escaped."""
+    text = str(key)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _no_unknown(obj: dict, known: list[str], prefix: str = "") -> None:
+    """Unknown fields are refused (a typo like "yaww" would otherwise be silently ignored)."""
+    unknown = sorted(_key(k) for k in obj if k not in known)
+    if unknown:
+        names = ", ".join(f'"{prefix}{k}"' for k in unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise InputError(f"head state: unknown field{'s' if len(unknown) > 1 else ''} {names} "
+                         f"(known: {', '.join(known)})")
 
 
 @dataclass
@@ -174,9 +221,10 @@ class HeadState:
         for name, value in (self.expression_controls or {}).items():
             if name not in EXPRESSION_CONTROLS:
                 known = ", ".join(EXPRESSION_CONTROLS)
-                raise InputError(f"unknown expression control {name!r}; known: {known}")
+                raise InputError(f'head state: unknown expression control "{_key(name)}" in "expression_controls" '
+                                 f"(known: {known})")
             lo, hi, _ = EXPRESSION_CONTROLS[name]
-            controls[name] = check_value(name, value, lo, hi)
+            controls[name] = check_value(_field(f"expression_controls.{_key(name)}"), value, lo, hi)
         return HeadState(
             shape=_check_vector("shape", self.shape),
             expression=_check_vector("expression", self.expression),
@@ -191,55 +239,101 @@ class HeadState:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lighting"]["color"] = list(self.lighting.color)
-        return {"format": "caphuman.head_state/1", **d}
+        return {"format": FORMAT, **d}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, data: Any) -> "HeadState":
+        """A validated state from a parsed JSON object. Every field's type is checked (the message
+        names the field path and the type expected), unknown fields are refused, values outside a
+        control's range are clamped with a warning, NaN/inf refused. ``null`` means the default."""
         if not isinstance(data, dict):
-            raise InputError("head state JSON must be an object")
+            raise InputError(f"head state JSON must be an object, got {describe(data)}")
         data = dict(data)
-        fmt = data.pop("format", "caphuman.head_state/1")
-        if fmt != "caphuman.head_state/1":
-            raise InputError(f"unsupported head state format {fmt!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"unknown head state fields: {', '.join(sorted(unknown))}")
+        fmt = data.pop("format", FORMAT)
+        if fmt != FORMAT:
+            raise InputError(f"unsupported head state format {fmt!r} (expected {FORMAT!r})")
+        _no_unknown(data, [f.name for f in dataclasses.fields(cls)])
 
-        def sub(kind: type, value: Any, label: str):
+        def numbers_list(path: str) -> list:
+            value = data.get(path)
+            if value is None:
+                return []
+            if hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1:  # NumPy array (Python callers)
+                value = value.tolist()
+            if not isinstance(value, (list, tuple)):
+                raise InputError(f"{_field(path)} must be a list of numbers, got {describe(value)}")
+            for i, v in enumerate(value):
+                _need_number(f"{path}[{i}]", v)
+            return list(value)
+
+        def sub(kind: type, name: str):
+            value = data.get(name)
             if value is None:
                 return kind()
             if not isinstance(value, dict):
-                raise InputError(f"{label} must be an object")
-            names = {f.name for f in dataclasses.fields(kind)}
-            bad = set(value) - names
-            if bad:
-                raise InputError(f"unknown {label} fields: {', '.join(sorted(bad))}")
-            value = dict(value)
-            if "color" in value and value["color"] is not None:
-                value["color"] = tuple(value["color"])
-            return kind(**value)
+                raise InputError(f"{_field(name)} must be an object, got {describe(value)}")
+            _no_unknown(value, [f.name for f in dataclasses.fields(kind)], name + ".")
+            out = {}
+            for key, v in value.items():
+                if key == "color":
+                    if v is not None:
+                        v = tuple(_listed(v, "lighting.color", COLOR_SHAPE, 3))
+                        for i, c in enumerate(v):
+                            _need_number(f"lighting.color[{i}]", c)
+                elif key == "sh":
+                    if v is not None:
+                        v = _sh_rows(v)
+                        for i, row in enumerate(v):
+                            for c, x in enumerate(row):
+                                _need_number(f"lighting.sh[{i}][{c}]", x)
+                else:
+                    _need_number(f"{name}.{key}", v)
+                out[key] = v
+            return kind(**out)
 
+        controls = data.get("expression_controls")
+        if controls is None:
+            controls = {}
+        if not isinstance(controls, dict):
+            raise InputError(f'{_field("expression_controls")} must be an object of name: number '
+                             f"(e.g. {{\"smile\": 0.5}}), got {describe(controls)}")
+        for name, v in controls.items():
+            _need_number(f"expression_controls.{_key(name)}", v)
         state = cls(
-            shape=list(data.get("shape") or []),
-            expression=list(data.get("expression") or []),
-            expression_controls=dict(data.get("expression_controls") or {}),
-            pose=sub(Pose, data.get("pose"), "pose"),
-            placement=sub(Placement, data.get("placement"), "placement"),
-            lighting=sub(Lighting, data.get("lighting"), "lighting"),
-            albedo=list(data.get("albedo") or []),
+            shape=numbers_list("shape"),
+            expression=numbers_list("expression"),
+            expression_controls=dict(controls),
+            pose=sub(Pose, "pose"),
+            placement=sub(Placement, "placement"),
+            lighting=sub(Lighting, "lighting"),
+            albedo=numbers_list("albedo"),
         )
         return state.validated()
 
     @classmethod
-    def from_json(cls, text: str) -> "HeadState":
+    def from_json(cls, text: str | bytes) -> "HeadState":
+        """Parse and validate a head state; every problem is an :class:`InputError` saying what is wrong."""
+        if isinstance(text, (bytes, bytearray)):
+            try:
+                text = bytes(text).decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise InputError("head state JSON is not UTF-8 text") from None
+        if not isinstance(text, str):
+            raise InputError(f"head state must be JSON text, got {describe(text)}")
+        if len(text) > MAX_JSON_CHARS:
+            raise InputError(f"head state JSON is too long ({len(text)} characters; at most {MAX_JSON_CHARS})")
         try:
-            data = json.loads(text)
+            data = json.loads(text.lstrip("\ufeff"))
         except json.JSONDecodeError as exc:
             raise InputError(f"head state is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        except RecursionError:
+            raise InputError("head state JSON is nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer literal with thousands of digits
+            detail = "a number has too many digits" if "digits" in str(exc) else str(exc).splitlines()[0][:100]
+            raise InputError(f"head state is not valid JSON: {detail}") from None
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> "HeadState":
@@ -247,3 +341,20 @@ class HeadState:
         import copy
 
         return dataclasses.replace(copy.deepcopy(self), **changes)
+
+
+def read_state_text(path: Any, label: str) -> str:
+    """The text of a head-state JSON file (at most :data:`MAX_JSON_CHARS` bytes, UTF-8 with or
+    without a BOM). ``label`` names the file in messages (the CLI: the path typed; the studio: the
+    file's base name, never a server path)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_CHARS + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {label}: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_JSON_CHARS:
+        raise InputError(f"{label} is too large for a head state (more than {MAX_JSON_CHARS} bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{label} is not UTF-8 text (a head state is a JSON text file)") from None

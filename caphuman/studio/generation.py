@@ -15,13 +15,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from caphuman.controls.state import check_value
+from caphuman.validation import MAX_SEED  # noqa: F401 (re-exported: seeds are 0..2**32-1 everywhere)
+from caphuman.validation import GENERATION_RULES, check_generation, check_prompt
 from caphuman.errors import InputError, MissingWeightsError
 
 SCHEDULERS = ("ddim", "dpmpp", "lcm")  # lcm = the fast preset (LCM-LoRA), see caphuman.diffusion.presets
 RESOLUTIONS = (128, 256, 384, 512, 640, 768)
-MAX_IMAGES = 8
-MAX_SEED = 2**31 - 1
+MAX_IMAGES = int(GENERATION_RULES["num_images"].hi)
+#: How the studio (UI and API) names each generation parameter in its messages.
+LABELS = {"seed": "seed", "steps": "steps", "guidance": "guidance", "strength": "CapFace strength", "tau": "tau",
+          "num_images": "number of images", "resolution": "resolution", "lora_scale": "LoRA scale"}
 TINY_MODEL_HINT = "python -m caphuman.testing.tiny_model --out /tmp/tiny && python app.py --weights /tmp/tiny"
 WEIGHTS_HINT = ("run `python -m caphuman download all` (downloads and converts into checkpoints/caphuman-diffusers, "
                 "found automatically) or pass --weights DIR (a folder made by `python -m caphuman convert`); "
@@ -47,13 +50,14 @@ def installed_models(default: str | Path | None = None) -> dict[str, Path]:
 
 @dataclass
 class GenerationParams:
-    """prompt / negative_prompt: text; seed: -1 = random; steps: 1..150; guidance: CFG scale 1..30;
+    """prompt / negative_prompt: text; seed: -1 = random or 0..2**32-1; steps: 1..150; guidance: CFG scale 0..30;
     strength: CapFace residual scale 0..2; tau: DDPM timestep above which CapFace's identity
     context is off (0 = never); num_images: 1..8; resolution: output side in pixels (64..1024,
     multiple of 64); scheduler: ``ddim`` | ``dpmpp`` | ``lcm`` (the fast preset: LCM-LoRA, 1..50 steps,
     4 steps and guidance 1 recommended); lora: a file name from ``checkpoints/lora/``
     ("" = none) applied at ``lora_scale`` (0..2); model: a base-model name from
-    :func:`installed_models` ("" = the studio's default weights)."""
+    :func:`installed_models` ("" = the studio's default weights). The ranges are
+    :data:`caphuman.validation.GENERATION_RULES` (shared with the CLI); out of range is refused."""
 
     prompt: str
     negative_prompt: str = ""
@@ -70,22 +74,16 @@ class GenerationParams:
     model: str = ""
 
     def validated(self) -> "GenerationParams":
-        prompt = (self.prompt or "").strip()
-        if not prompt:
-            raise InputError("enter a prompt, e.g. 'a photo of a person, studio lighting'")
-        if len(prompt) > 2000:
-            raise InputError("the prompt is too long (2000 characters at most)")
+        prompt = check_prompt(self.prompt)
+        negative = check_prompt(self.negative_prompt, "negative prompt", required=False)
 
-        def num(name, v, lo, hi, integer=False):
-            x = check_value(name, v, lo, hi, clamp=False)
-            if integer and x != int(x):
-                raise InputError(f"{name} must be a whole number, got {x:g}")
-            return int(x) if integer else x
+        def num(name, v, *_range, **_kw):
+            """One parameter through the shared rules (caphuman.validation.GENERATION_RULES)."""
+            field = next((k for k, label in LABELS.items() if label == name), name)
+            return check_generation(field, v, LABELS.get(field, name))
 
-        seed = num("seed", self.seed, -1, MAX_SEED, integer=True)
-        resolution = num("resolution", self.resolution, 64, 1024, integer=True)
-        if resolution % 64:
-            raise InputError(f"resolution must be a multiple of 64, got {resolution}")
+        seed = num("seed", self.seed)
+        resolution = num("resolution", self.resolution)
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         from caphuman.diffusion import presets
@@ -102,14 +100,14 @@ class GenerationParams:
                                  f"{', '.join(installed_loras()) or 'none'})")
         return GenerationParams(
             model="" if self.model in (None, "", "default") else str(self.model),
-            lora=lora, lora_scale=num("LoRA scale", self.lora_scale, 0.0, 2.0),
-            prompt=prompt, negative_prompt=(self.negative_prompt or "").strip()[:2000],
+            lora=lora, lora_scale=num("LoRA scale", self.lora_scale),
+            prompt=prompt, negative_prompt=negative,
             seed=random.randint(0, MAX_SEED) if seed == -1 else seed,
-            steps=num("steps", self.steps, 1, 150, integer=True),
-            guidance=num("guidance", self.guidance, 1.0, 30.0),
-            strength=num("CapFace strength", self.strength, 0.0, 2.0),
-            tau=num("tau", self.tau, 0, 1000, integer=True),
-            num_images=num("number of images", self.num_images, 1, MAX_IMAGES, integer=True),
+            steps=num("steps", self.steps),
+            guidance=num("guidance", self.guidance),
+            strength=num("CapFace strength", self.strength),
+            tau=num("tau", self.tau),
+            num_images=num("number of images", self.num_images),
             resolution=resolution, scheduler=self.scheduler,
         )
 
@@ -179,10 +177,10 @@ class Generator:
             if self._pipe is None:
                 self.check()
                 from caphuman.diffusion.acceleration import Acceleration, configure_pipeline
-                from caphuman.diffusion.pipeline import CapHumanPipeline
+                from caphuman.diffusion.loading import load_pipeline
 
                 accel = Acceleration.for_device(self.device, compile=self.compile)  # fp16 on CUDA, fp32 on CPU
-                pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=accel.load_dtype())
+                pipe = load_pipeline(self.weights, accel.load_dtype())
                 pipe.set_progress_bar_config(disable=True)
                 self._pipe = configure_pipeline(pipe, accel)
                 from caphuman.conditioning import identity_encoder_for

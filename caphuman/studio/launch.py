@@ -44,7 +44,7 @@ def launch_kwargs(host: str | None, port: int | None) -> dict:
     allowed = sorted({str(__import__("pathlib").Path(p).parent) for p in example_photos()})
     return dict(server_name=serving.resolve_host(host), server_port=serving.resolve_port(port),
                 max_file_size=serving.max_file_size(), show_error=False, footer_links=["api"],
-                allowed_paths=allowed, css=CSS, ssr_mode=False)
+                allowed_paths=allowed, css=CSS, ssr_mode=False, app_kwargs=serving.app_kwargs())
 
 
 def launch(host=None, port=None, weights=None, device="auto", head="auto", warmup=True, block=True, download=None,

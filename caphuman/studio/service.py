@@ -29,6 +29,7 @@ from caphuman.studio.generation import (
     resolve_device,
 )
 from caphuman.studio.gpu import gpu
+from caphuman.validation import check_int
 
 #: Live preview side (pixels).
 PREVIEW_SIZE = 512
@@ -190,8 +191,7 @@ class StudioService:
     def preview(self, state: HeadState, frame: np.ndarray | None = None, size: int = PREVIEW_SIZE,
                 landmarks: bool = False) -> PreviewResult:
         """Render a validated state over ``frame`` (uint8 square, resized to ``size``)."""
-        if not isinstance(size, (int, np.integer)) or not 64 <= int(size) <= 1024:
-            raise InputError(f"preview size must be a whole number between 64 and 1024, got {size!r}")
+        size = check_int("preview size", size, 64, 1024)
         backdrop = None if frame is None else reference_mod.resize_frame(frame, int(size))
         with self._render_lock:
             return self.pipeline.render(state, int(size), backdrop=backdrop, draw_landmarks=landmarks,
