@@ -192,7 +192,7 @@ BAD_PARAMS = [  # (GenerationParams fields, studio message)
     (dict(prompt=5), "prompt must be text, got a number (5)"),
     (dict(prompt="a \ud800 person"), "prompt is not valid Unicode text (it holds an unpaired surrogate)"),
     (dict(negative_prompt="x" * 2001), "negative prompt is too long (2001 characters; 2000 at most)"),
-    (dict(scheduler="euler"), "scheduler must be one of ddim, dpmpp, got 'euler'"),
+    (dict(scheduler="euler"), "scheduler must be one of ddim, dpmpp, lcm, got 'euler'"),
 ]
 
 
@@ -530,7 +530,7 @@ API_GENERATE_BAD = [
     (dict(resolution=100), "resolution must be a multiple of 64, got 100"),
     (dict(prompt=""), EMPTY_PROMPT),
     (dict(prompt="x" * 2001), "prompt is too long (2001 characters; 2000 at most)"),
-    (dict(scheduler="euler"), "Value: euler is not in the list of choices: ['ddim', 'dpmpp']"),  # Gradio's own
+    (dict(scheduler="euler"), "Value: euler is not in the list of choices: ['ddim', 'dpmpp', 'lcm']"),  # Gradio's own
     (dict(head_state='{"expression": 5}'), 'head state: "expression" must be a list of numbers, got a number (5)'),
 ]
 
