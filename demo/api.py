@@ -4,8 +4,9 @@ Numbers are checked by the shared rules (:mod:`caphuman.validation`): a bad valu
 names the field and its range; head controls out of range are clamped with a warning.
 
     /analyze(photo: file) -> (frame: image, head_state: str JSON, report: str)
-    /preview(head_state: str JSON, backdrop: file | None, size: int 64..1024)
-        -> (preview: image, normals: image, albedo: image, shading: image, hint: file .npy (9, H, W) float32)
+    /preview(head_state: str JSON, backdrop: file | None, size: int 64..1024, return_hint: bool = False)
+        -> (preview: image, normals: image, albedo: image, shading: image (JPEG files),
+            hint: file .npy (9, H, W) float16 when return_hint, else None)
     /generate(photo: file, head_state: str JSON, prompt: str, negative_prompt: str,
               seed: int (-1 random, else 0..4294967295), steps: int 1..150, guidance: float 0..30,
               strength: float 0..2, tau: int 0..1000, num_images: int 1..8, resolution: int (multiple of 64,
@@ -17,6 +18,7 @@ names the field and its range; head controls out of range are clamped with a war
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
 
 from caphuman.studio import serving
 from caphuman.studio.generation import SCHEDULERS, GenerationParams
@@ -50,21 +52,23 @@ def add_api(service: StudioService) -> None:
         return files.jpeg(ref.frame, "frame"), ref.state.to_json(), ref.report()
 
     @user_errors
-    def preview(head_state, backdrop, size):
-        """Render a head state (JSON) over an optional backdrop (e.g. /analyze's frame)."""
+    def preview(head_state, backdrop, size, return_hint=False):
+        """Render a head state (JSON) over an optional backdrop (e.g. /analyze's frame). The four
+        images are JPEGs; the exact condition maps come as the hint, only when ``return_hint``."""
         size = 512 if size is None else check_int("size", size, 64, 1024)  # before decoding the backdrop
         checked = validated_state(head_state or "")
         for w in checked.warnings:
             warn(w)
         frame = None
         if backdrop is not None:
-            from caphuman.studio.reference import centre_square, load_photo
-
-            frame = centre_square(load_photo(backdrop), 512)
+            frame = service.backdrop(backdrop, 512)
         result = service.preview(checked.value, frame, size)
         m = result.maps
-        return (files.png(result.preview, "preview"), files.png(m["normals"], "normals"),
-                files.png(m["albedo"], "albedo"), files.png(m["shading"], "shading"), files.npy(result.hint, "hint"))
+        # About 100 KB per call at 512^2 (JPEG, written once); the hint is 4.7 MB more (float16).
+        images = [files.jpeg(result.preview, "preview", 90)] + [files.jpeg(m[k], k, 90)
+                                                                 for k in ("normals", "albedo", "shading")]
+        hint = files.npy(result.hint, "hint", dtype=np.float16) if bool(return_hint) else None
+        return (*images, hint)
 
     @user_errors
     def generate(photo, head_state, prompt, negative_prompt, seed, steps, guidance, strength, tau,
@@ -92,6 +96,7 @@ def add_api(service: StudioService) -> None:
         a_backdrop = gr.File(label="backdrop", type="filepath")
         a_size = api_number(label="size", value=512, precision=0)
         a_prev = [gr.Image(label=n, type="filepath") for n in ("preview", "normals", "albedo", "shading")]
+        a_return_hint = gr.Checkbox(label="return_hint", value=False)
         a_hint = gr.File(label="hint")
         g_in = [gr.Textbox(label="prompt"), gr.Textbox(label="negative_prompt"),
                 api_number(label="seed", value=-1, precision=0), api_number(label="steps", value=20, precision=0),
@@ -107,7 +112,7 @@ def add_api(service: StudioService) -> None:
 
     b1.click(analyze, [a_photo], [a_frame, a_state, a_report], api_name="analyze",
              concurrency_limit=serving.PREVIEW_CONCURRENCY, concurrency_id="preview")
-    b2.click(preview, [a_state, a_backdrop, a_size], [*a_prev, a_hint], api_name="preview",
+    b2.click(preview, [a_state, a_backdrop, a_size, a_return_hint], [*a_prev, a_hint], api_name="preview",
              concurrency_limit=serving.PREVIEW_CONCURRENCY, concurrency_id="preview")
     b3.click(generate, [a_photo, a_state, *g_in], [g_gallery, g_seed], api_name="generate",
              concurrency_limit=serving.GENERATE_CONCURRENCY, concurrency_id="gpu")

@@ -17,6 +17,7 @@ from caphuman.studio.controls import SLIDERS, state_from_values, values_from_sta
 from caphuman.studio.generation import GenerationParams
 from caphuman.studio.service import StudioService, validated_state
 from demo import files
+from demo.inline_image import inline_jpeg
 
 log = logging.getLogger("caphuman.studio")
 N = len(SLIDERS)
@@ -86,17 +87,18 @@ class Handlers:
         self.service = service
 
     # preview ------------------------------------------------------------------
-    def _maps(self, result) -> list[str]:
+    def _maps(self, result) -> list:
         step = max(1, result.preview.shape[0] // MAP_SIZE)
-        return [files.jpeg(result.maps[k][::step, ::step], k) for k in ("normals", "albedo", "shading")]
+        return [inline_jpeg(result.maps[k][::step, ::step]) for k in ("normals", "albedo", "shading")]
 
     @user_errors
     def live_preview(self, session, *values):
-        """Slider moved: preview + three condition maps (JPEG files)."""
+        """Slider moved: preview + three condition maps, sent inline (JPEG data URLs): a slider
+        move writes nothing to disk."""
         s = _session(session)
         state = current_state(s, values)
         result = self.service.preview(state, s["frame"])
-        return [files.jpeg(result.preview, "preview"), *self._maps(result)]
+        return [inline_jpeg(result.preview, 92), *self._maps(result)]
 
     @user_errors
     def commit(self, session, *values):

@@ -15,6 +15,7 @@ from caphuman.studio.generation import MAX_IMAGES, RESOLUTIONS, SCHEDULERS
 from caphuman.studio.service import StudioService
 from demo.api import add_api
 from demo.handlers import Handlers, new_session
+from demo.inline_image import inline
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 CSS = """
@@ -33,7 +34,9 @@ def example_photos() -> list[str]:
 def build_demo(service: StudioService) -> gr.Blocks:
     h = Handlers(service)
     env = service.environment()
-    with gr.Blocks(title="CapHuman studio", analytics_enabled=False, delete_cache=(600, 1800)) as demo:
+    # Gradio's cache (uploads, API results): every minute, delete what is older than 5 minutes.
+    cache_schedule = (serving.CACHE_CLEAN_FREQUENCY_S, serving.CACHE_MAX_AGE_S)
+    with gr.Blocks(title="CapHuman studio", analytics_enabled=False, delete_cache=cache_schedule) as demo:
         session = gr.State(new_session())
         gr.Markdown("## CapHuman studio — one reference photo, a 3D head you steer, identity-preserving portraits")
         status = gr.Markdown(env.markdown(), elem_id="status")
@@ -69,11 +72,13 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     flame_file = gr.File(label="FLAME2023Open.zip", file_types=[".zip", ".pkl"], type="filepath",
                                          elem_id="flame-upload")
             with gr.Column(scale=5, min_width=360):
-                preview = gr.Image(label="Live preview (shaded head over the photo)", type="filepath",
-                                   height=420, interactive=False, elem_id="preview")
+                # Inline (data: URL) images: a slider move writes no file.
+                preview = inline(gr.Image(label="Live preview (shaded head over the photo)", type="filepath",
+                                          height=420, interactive=False, elem_id="preview"))
                 with gr.Row():
-                    maps = [gr.Image(label=n, type="filepath", height=150, interactive=False, elem_classes="maps",
-                                     elem_id=f"map-{n.lower()}") for n in ("Normals", "Albedo", "Shading")]
+                    maps = [inline(gr.Image(label=n, type="filepath", height=150, interactive=False,
+                                            elem_classes="maps", elem_id=f"map-{n.lower()}"))
+                            for n in ("Normals", "Albedo", "Shading")]
             with gr.Column(scale=4, min_width=300):
                 with gr.Tab("Pose"):
                     for k in ("pose.yaw", "pose.pitch", "pose.roll", "pose.jaw"):

@@ -30,15 +30,15 @@ def test_analyze_then_preview(client, example_photo):
     assert state["format"] == "caphuman.head_state/1"
     assert "detector" in report
     state["pose"]["yaw"] = 30.0
-    out = client.predict(json.dumps(state), handle_file(frame), 256, api_name="/preview")
+    out = client.predict(json.dumps(state), handle_file(frame), 256, True, api_name="/preview")
     preview, normals, albedo, shading, hint = out
     hint = np.load(hint)
-    assert hint.shape == (9, 256, 256) and hint.dtype == np.float32
+    assert hint.shape == (9, 256, 256) and hint.dtype == np.float16
     from PIL import Image
 
     assert Image.open(preview).size == (256, 256)
     state["pose"]["yaw"] = -30.0
-    other = client.predict(json.dumps(state), None, 256, api_name="/preview")
+    other = client.predict(json.dumps(state), None, 256, True, api_name="/preview")
     assert not np.array_equal(np.load(other[4]), hint)
 
 
@@ -56,8 +56,16 @@ def test_preview_rejects_bad_state(client, bad, needle):
 
 
 def test_preview_clamps_huge_values(client):
-    out = client.predict(json.dumps({"pose": {"yaw": 1e30}}), None, 128, api_name="/preview")
+    out = client.predict(json.dumps({"pose": {"yaw": 1e30}}), None, 128, return_hint=True, api_name="/preview")
     assert np.load(out[4]).shape == (9, 128, 128)
+
+
+def test_preview_hint_only_when_asked(client):
+    out = client.predict("{}", None, 128, api_name="/preview")  # the 3-argument call still works
+    assert out[4] is None
+    from PIL import Image
+
+    assert Image.open(out[0]).format == "JPEG"
 
 
 def test_preview_rejects_bad_size(client):

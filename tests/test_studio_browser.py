@@ -20,7 +20,12 @@ pytestmark = pytest.mark.skipif(chromium_path() is None and not os.environ.get("
 def _pixels(page, src: str) -> np.ndarray:
     from PIL import Image
 
-    body = page.request.get(src).body()
+    if src.startswith("data:"):  # the live preview travels inline (no file on disk)
+        import base64
+
+        body = base64.b64decode(src.split(",", 1)[1])
+    else:
+        body = page.request.get(src).body()
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), np.int16)
 
 
@@ -36,6 +41,7 @@ def test_upload_drag_preview_generate(studio, example_photo, tiny_weights, tmp_p
         page.wait_for_function("() => (document.querySelector('#report textarea') || {}).value?.includes('detector')",
                                timeout=30000)
         with_photo = wait_preview_change(page, first, 30000)
+        assert with_photo.startswith("data:image/jpeg;base64,")  # live previews write no files
         page.screenshot(path=str(tmp_path / "02_uploaded.png"))
 
         # 2. drag the yaw slider, then arrow keys -> new preview pixels each time

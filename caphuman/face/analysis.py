@@ -170,14 +170,22 @@ class ReferenceAnalysis:
 
 # ----------------------------------------------------------------------------- cache
 class AnalysisCache:
-    """Thread-safe LRU of analyses keyed by (pixel hash, settings)."""
+    """Thread-safe LRU of analyses keyed by (pixel hash, settings), bounded by count and by the
+    bytes of the arrays it holds (``max_bytes``; the newest entry is always kept)."""
 
-    def __init__(self, max_items: int = 16):
+    def __init__(self, max_items: int = 16, max_bytes: int = 128 * 1024 * 1024):
         self.max_items = max_items
+        self.max_bytes = max_bytes
         self._items: OrderedDict[tuple, ReferenceAnalysis] = OrderedDict()
+        self._sizes: dict[tuple, int] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
 
     def get(self, key: tuple) -> ReferenceAnalysis | None:
         with self._lock:
@@ -192,13 +200,21 @@ class AnalysisCache:
     def put(self, key: tuple, value: ReferenceAnalysis) -> None:
         with self._lock:
             self._items[key] = value
+            self._sizes[key] = _held_bytes(value)
             self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            total = sum(self._sizes.values())
+            while len(self._items) > 1 and (len(self._items) > self.max_items or total > self.max_bytes):
+                old, _ = self._items.popitem(last=False)
+                total -= self._sizes.pop(old, 0)
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._sizes.clear()
+
+
+def _held_bytes(a: ReferenceAnalysis) -> int:
+    return sum(int(getattr(x, "nbytes", 0) or 0) for x in (a.image, a.frame, a.face_only, a.facenet, a.clip_tokens))
 
 
 DEFAULT_CACHE = AnalysisCache()

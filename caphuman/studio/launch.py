@@ -52,5 +52,24 @@ def launch(host=None, port=None, weights=None, device="auto", head="auto", warmu
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     service, demo = create_app(head=head, weights=weights, device=device, warmup=warmup, download=download,
                                compile=compile)
+    if block:
+        _stop_on_sigterm()
     demo.launch(prevent_thread_lock=not block, **launch_kwargs(host, port))
     return service, demo
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``docker stop``, a Space restart, ``kill``) stops the server like Ctrl+C, so the
+    exit handlers run (the studio's output folder is removed)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except (ValueError, OSError):  # not available here
+        pass

@@ -31,6 +31,15 @@ from caphuman.studio.generation import (
 from caphuman.studio.gpu import gpu
 from caphuman.validation import check_int
 
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system (glibc), where the photo-analysis module is."""
+    try:
+        from caphuman.face.intake import release_memory as trim
+    except ImportError:
+        return
+    trim()
+
 #: Live preview side (pixels).
 PREVIEW_SIZE = 512
 #: GPU seconds requested per generation on ZeroGPU.
@@ -76,9 +85,14 @@ class StudioService:
     def __init__(self, head: str = "auto", weights: str | None = None, device: str = "auto", compile: bool = False):
         from caphuman.head.resolve import load_head
 
+        from caphuman.studio import serving
+
         self.device = resolve_device(device)
         self.compile = compile
         self._render_lock = threading.Lock()
+        # Decoding a large upload is the memory-hungry step: at most this many at once; the rest wait.
+        self.analysis_slots = serving.analysis_concurrency()
+        self._analysis_gate = threading.BoundedSemaphore(self.analysis_slots)
         self._use(load_head(head))
         self.weights = weights
         self.models = installed_models(weights)
@@ -176,7 +190,18 @@ class StudioService:
 
     # ------------------------------------------------------------------ analysis
     def analyze(self, source, size: int = PREVIEW_SIZE) -> reference_mod.Reference:
-        return reference_mod.analyze(source, size, self.fit_target)
+        """Decode + detect + fit a photo (at most ``analysis_slots`` at once; others wait). The
+        memory the analysis freed is handed back to the system afterwards."""
+        try:
+            with self._analysis_gate:
+                return reference_mod.analyze(source, size, self.fit_target)
+        finally:
+            release_memory()
+
+    def backdrop(self, source, size: int = PREVIEW_SIZE) -> np.ndarray:
+        """A photo decoded (under the same gate as :meth:`analyze`) to its centre square."""
+        with self._analysis_gate:
+            return reference_mod.centre_square(reference_mod.load_photo(source), size)
 
     def transfer_from(self, source, current: HeadState, modes) -> tuple[HeadState, list[str]]:
         """Fit the pose-reference photo and copy the chosen ``modes`` onto ``current``."""

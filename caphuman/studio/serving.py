@@ -11,6 +11,13 @@ MAX_FILE_SIZE_WITH_FLAME = "64mb"
 FLAME_UPLOAD_ENV = "CAPHUMAN_ALLOW_FLAME_UPLOAD"
 #: Concurrent preview renders (CPU only, ~15 ms each at 512^2).
 PREVIEW_CONCURRENCY = 16
+#: Photo analyses (decode + detect + fit) running at once; more wait their turn. A worst-case
+#: upload takes up to the decode budget (see caphuman.face.intake) while it decodes.
+ANALYSIS_CONCURRENCY = 2
+ANALYSIS_CONCURRENCY_ENV = "CAPHUMAN_ANALYSIS_CONCURRENCY"
+#: Gradio cache clean-up (``delete_cache``): every FREQUENCY seconds delete files older than AGE.
+CACHE_CLEAN_FREQUENCY_S = 60
+CACHE_MAX_AGE_S = 300
 #: Concurrent generations (one per GPU).
 GENERATE_CONCURRENCY = 1
 #: Queued jobs beyond which new requests are refused.
@@ -136,3 +143,13 @@ def app_kwargs() -> dict:
     from starlette.middleware import Middleware
 
     return {"middleware": [Middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BODY)]}
+
+
+def analysis_concurrency() -> int:
+    """``CAPHUMAN_ANALYSIS_CONCURRENCY`` (a whole number >= 1) or ``ANALYSIS_CONCURRENCY``."""
+    raw = os.environ.get(ANALYSIS_CONCURRENCY_ENV, "").strip()
+    try:
+        n = int(raw) if raw else ANALYSIS_CONCURRENCY
+    except ValueError:
+        n = ANALYSIS_CONCURRENCY
+    return max(1, n)
