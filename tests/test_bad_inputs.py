@@ -615,7 +615,7 @@ def _sse_error(text: str) -> str | None:
 ])
 def test_http_preview_refuses_non_json_numbers(studio, literal, message):
     """JSON clients other than gradio_client can send NaN / Infinity / 1e400: a message, not a blank error."""
-    status, text = _post(studio[0] + "gradio_api/call/preview", ('{"data": ["{}", null, %s]}' % literal).encode())
+    status, text = _post(studio[0] + "gradio_api/call/preview", ('{"data": ["{}", null, %s, false]}' % literal).encode())
     assert status == 200 and _sse_error(text) == message, text
 
 
@@ -672,5 +672,5 @@ def test_uploads_keep_their_own_limit(client, example_photo, tmp_path):
 
 def test_server_keeps_serving_after_bad_inputs(client):
     """Runs last: after the whole corpus above, a normal call works."""
-    preview, normals, albedo, shading, hint = client.predict('{"pose": {"yaw": 20}}', None, 64, api_name="/preview")
+    preview, normals, albedo, shading, hint = client.predict('{"pose": {"yaw": 20}}', None, 64, True, api_name="/preview")
     assert np.load(hint).shape == (9, 64, 64)
