@@ -55,19 +55,9 @@ def write_flame_files(folder: Path, head: HeadModelData) -> dict:
             "bs_style": "lbs",
         }
         (folder / "generic_model.pkl").write_bytes(pickle.dumps(model, protocol=2))
-    lmk = {
-        "static_lmk_faces_idx": head.static_lmk_faces_idx,
-        "static_lmk_bary_coords": head.static_lmk_bary_coords.astype(np.float64),
-        "dynamic_lmk_faces_idx": torch.from_numpy(head.dynamic_lmk_faces_idx),
-        "dynamic_lmk_bary_coords": torch.from_numpy(head.dynamic_lmk_bary_coords),
-        "full_lmk_faces_idx": head.full_lmk_faces_idx[None],
-        "full_lmk_bary_coords": head.full_lmk_bary_coords[None],
-    }
-    np.save(folder / "landmark_embedding.npy", lmk, allow_pickle=True)
-    lines = [f"v {x} {y} {z}" for x, y, z in head.v_template]
-    lines += [f"vt {u} {v}" for u, v in head.vt]
-    lines += [f"f {a+1}/{ta+1} {b+1}/{tb+1} {c+1}/{tc+1}" for (a, b, c), (ta, tb, tc) in zip(head.f, head.ft)]
-    (folder / "head_template.obj").write_text("\n".join(lines) + "\n")
+    from flame_fixtures import write_deca_data
+
+    write_deca_data(folder, head)
     return model
 
 

@@ -134,21 +134,6 @@ def backend_available() -> bool:
         has_module("caphuman.diffusion.pipeline"))
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if device == "cuda":
-        raise InputError("--device cuda: no CUDA GPU is visible (use --device auto or cpu)")
-    return "cpu"
-
-
 class Generator:
     """Loads the CapHuman pipeline + identity encoder from a weights folder once, on ``device``."""
 

@@ -26,7 +26,6 @@ from caphuman.studio.generation import (
     GenerationParams,
     Generator,
     installed_models,
-    resolve_device,
 )
 from caphuman.studio.gpu import gpu
 from caphuman.validation import check_int
@@ -86,6 +85,8 @@ class StudioService:
         from caphuman.head.resolve import load_head
 
         from caphuman.studio import serving
+
+        from caphuman.diffusion.acceleration import resolve_device
 
         self.device = resolve_device(device)
         self.compile = compile
