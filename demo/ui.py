@@ -33,11 +33,13 @@ CSS = """
                                              text-overflow: clip !important;}
 #generate-note {color: var(--body-text-color-subdued); font-size: 0.85em;}
 @media (max-width: 720px) {
+  /* phone: the live head stays pinned at the top while the controls scroll under it */
   #status {max-height: 3.2em; overflow: hidden; font-size: 0.75em;}
-  #live-column {position: sticky; top: 0; z-index: 20; background: var(--background-fill-primary);
-                padding-bottom: 4px;}
-  #live-wrap {max-width: 44vh;}
-  #reference-column {order: 3;}
+  #live-head {position: fixed; top: 0; left: 0; right: 0; height: 40vh; z-index: 50; padding: 4px 0;
+              background: var(--background-fill-primary); box-shadow: 0 2px 6px rgba(0, 0, 0, 0.25);}
+  #live-wrap {height: calc(40vh - 8px); width: calc(40vh - 8px); max-width: none;}
+  .gradio-container {padding-top: calc(40vh + 8px) !important;}
+  html {scroll-padding-top: calc(40vh + 16px);}
   #server-render {display: none;}
 }
 """
@@ -155,7 +157,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     reset_neutral = gr.Button("Reset to neutral", size="sm")
                 with gr.Row():
                     save_preset = gr.DownloadButton("Save preset (JSON)", size="sm", elem_id="save-preset")
-                    load_preset = gr.UploadButton("Load preset", file_types=[".json"], size="sm")
+                    load_preset = gr.UploadButton("Load preset", file_types=[".json"], size="sm", elem_id="load-preset")
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
