@@ -60,6 +60,7 @@ def test_browser_head_matches_server_render(studio):
             mask = _snapshot(page, state.to_dict(), 2)[..., 0] > 127
             ref = server.mask
             iou = (mask & ref).sum() / (mask | ref).sum()
+            print(f"{name}: IoU {iou:.4f}")
             assert iou >= 0.98, f"{name}: silhouette IoU {iou:.4f}"
             shaded = _snapshot(page, state.to_dict(), 0)[..., :3].astype(np.float64).mean(-1)
             server_shade = np.clip(server.hint[6:9], 0, 1).mean(0) * 255

@@ -103,7 +103,8 @@ def preset_name(state: HeadState) -> str:
         if group not in ("pose", "expr") or v == 0:
             continue
         label = name.replace("_", "")
-        parts.append(f"{label}{v:g}" if group == "pose" else f"{label}{round(v * 10):02d}")
+        sign = "-" if v < 0 else ""
+        parts.append(f"{label}{v:g}" if group == "pose" else f"{label}{sign}{abs(round(v * 10)):02d}")
     return "head-" + ("-".join(parts[:6]) or "neutral") + ".json"
 
 
