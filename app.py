@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from caphuman.errors import CapHumanError
-    from caphuman.studio.launch import launch
+    from demo.launch import launch
 
     try:
         launch(host=args.host, port=args.port, weights=args.weights, device=args.device, head=args.head,

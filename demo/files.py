@@ -144,3 +144,26 @@ def npy(array: np.ndarray, stem: str = "hint", dtype=None) -> str:
 
 def text(content: str, stem: str, suffix: str) -> str:
     return write_bytes(content.encode(), stem, suffix)
+
+
+def jpeg_bytes(img: np.ndarray, quality: int = 90) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def named_text(content: str, name: str) -> str:
+    """A text file with a readable download name (``head-yaw30-smile05.json``): ``name`` inside a
+    folder from the same rotating set of names."""
+    with _lock:
+        n = next(_counter) % RING
+    folder = _DIR / f"named-{n:04d}"
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink(missing_ok=True)
+    path = folder / name
+    path.write_text(content)
+    return str(path)

@@ -5,6 +5,8 @@ Messages shown name no server paths (:func:`caphuman.errors.without_paths`)."""
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import logging
 import warnings
 
@@ -13,10 +15,10 @@ import numpy as np
 
 from caphuman.controls.state import HeadState
 from caphuman.errors import CapHumanError, without_paths
-from caphuman.studio.controls import SLIDERS, state_from_values, values_from_state
+from caphuman.studio.controls import SLIDERS, on_screen, preset_name, values_from_state
 from caphuman.studio.generation import GenerationParams
 from caphuman.studio.service import StudioService, validated_state
-from demo import files
+from demo import files, live
 from demo.inline_image import inline_jpeg
 
 log = logging.getLogger("caphuman.studio")
@@ -61,20 +63,47 @@ def warn(message: str) -> None:
     gr.Warning(without_paths(message))
 
 
+def soft_errors(outputs: int):
+    """Like :func:`user_errors`, but a failure leaves every output as it was (a toast says why):
+    no red "Error" badge is left on sliders, the report or the gallery."""
+
+    def deco(fn):
+        inner = user_errors(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return inner(*args, **kwargs)
+            except gr.Error as exc:
+                gr.Warning(exc.message)
+                return [gr.update()] * outputs
+
+        return wrapper
+
+    return deco
+
+
 # ---------------------------------------------------------------------------- session
+_nonce = itertools.count(1)
+
+
 def new_session() -> dict:
-    """Per-browser-tab state: frame/photo arrays, the fitted reference state and the base state
-    the sliders apply on (both as JSON)."""
-    return {"frame": None, "photo": None, "reference": HeadState().to_json(None), "base": HeadState().to_json(None)}
+    """Per-browser-tab data: frame/photo arrays, the fitted reference state (JSON) and the
+    reference photo projected on the fitted head (the live head's face texture)."""
+    return {"frame": None, "photo": None, "reference": HeadState().to_json(None), "projection": None,
+            "photo_id": None}
 
 
 def _session(session) -> dict:
     return session if isinstance(session, dict) else new_session()
 
 
-def current_state(session, values) -> HeadState:
-    s = _session(session)
-    return state_from_values(HeadState.from_json(s["base"]), values)
+def parse_state(text) -> HeadState:
+    """The page's head state (JSON from the browser's single state object)."""
+    if isinstance(text, HeadState):
+        return text
+    checked = validated_state(text or "")
+    return checked.value
 
 
 def _slider_updates(state: HeadState) -> list[float]:
@@ -86,93 +115,127 @@ class Handlers:
     def __init__(self, service: StudioService):
         self.service = service
 
+    # state -> page ------------------------------------------------------------
+    def state_message(self, session, state: HeadState) -> str:
+        """JSON for the page's state box: the new base state (what the sliders show) + the live
+        head payload URL; a fresh nonce so the page adopts it even when it repeats."""
+        s = _session(session)
+        photo = None
+        if s.get("projection") is not None:
+            photo = (s["photo_id"], s["projection"], s["frame_jpeg"])
+        url = live.payload_url(self.service, state, photo)
+        return json.dumps({"nonce": next(_nonce), "state": state.to_dict(), "payload": url})
+
+    def _to_page(self, s, state: HeadState) -> list:
+        state = on_screen(state)
+        return [s, self.state_message(s, state)] + _slider_updates(state)
+
+    @soft_errors(2)
+    def init(self, session):
+        """Page load: the live head payload for the current (neutral) state."""
+        s = _session(session)
+        return [s, self.state_message(s, HeadState.from_json(s["reference"]))]
+
     # preview ------------------------------------------------------------------
     def _maps(self, result) -> list:
         step = max(1, result.preview.shape[0] // MAP_SIZE)
         return [inline_jpeg(result.maps[k][::step, ::step]) for k in ("normals", "albedo", "shading")]
 
-    @user_errors
-    def live_preview(self, session, *values):
-        """Slider moved: preview + three condition maps, sent inline (JPEG data URLs): a slider
-        move writes nothing to disk."""
+    @soft_errors(6)
+    def commit(self, session, state_json):
+        """A control was released (or the state replaced): the authoritative server render of the
+        page's state: preview + condition maps, 3D viewer GLB, preset JSON download."""
         s = _session(session)
-        state = current_state(s, values)
+        state = parse_state(state_json)
         result = self.service.preview(state, s["frame"])
-        return [inline_jpeg(result.preview, 92), *self._maps(result)]
-
-    @user_errors
-    def commit(self, session, *values):
-        """Slider released / state replaced: 3D viewer GLB and the preset JSON download."""
-        state = current_state(session, values)
         glb = files.write_bytes(self.service.glb(state), "head", ".glb")
-        preset = files.text(state.to_json() + "\n", "head_state", ".json")
-        return glb, preset
+        preset = files.named_text(state.to_json() + "\n", preset_name(state))
+        step = max(1, result.preview.shape[0] // MAP_SIZE)
+        return [glb, preset, inline_jpeg(result.preview[::step, ::step]), *self._maps(result)]
 
     @user_errors
-    def export(self, session, *values):
+    def export(self, session, state_json):
         """Hint (.npy, 9 x H x W float32) + GLB + state JSON for download."""
-        state = current_state(session, values)
+        state = parse_state(state_json)
         result = self.service.preview(state, None)
         return [files.npy(result.hint, "hint"), files.write_bytes(self.service.glb(state), "head", ".glb"),
-                files.text(state.to_json() + "\n", "head_state", ".json")]
+                files.named_text(state.to_json() + "\n", preset_name(state))]
 
     # reference ----------------------------------------------------------------
-    @user_errors
+    @soft_errors(3 + N)
     def upload_reference(self, session, photo):
-        """New reference photo: analyse, keep frame + fitted state, move the sliders to it."""
+        """New reference photo: analyse, keep frame + fitted state, move the sliders to it. A photo
+        without a usable face keeps the page as it was and says what to do in the Analysis box."""
         s = new_session()
         if photo is None:
-            return [s, ""] + _slider_updates(HeadState())
-        ref = self.service.analyze(photo)
+            state = HeadState()
+            return [s, ""] + self._to_page(s, state)[1:]
+        try:
+            ref = self.service.analyze(photo)
+        except CapHumanError as exc:
+            advice = ("No usable face in this photo: " + str(exc).rstrip(".") + ".\nTry a photo with one face, "
+                      "seen from the front, well lit and not cropped; the head controls keep working meanwhile.")
+            return [gr.update(), advice, gr.update()] + [gr.update()] * N
         # The warnings go in the Analysis box (ref.report()) only: a stack of toasts would cover
         # the controls for seconds on every upload.
-        s.update(frame=ref.frame, photo=ref.photo, reference=ref.state.to_json(None), base=ref.state.to_json(None))
-        return [s, ref.report()] + _slider_updates(ref.state)
+        fitted = on_screen(ref.state)
+        s.update(frame=ref.frame, photo=ref.photo, reference=fitted.to_json(None))
+        self._project(s, fitted)
+        return [s, ref.report()] + self._to_page(s, fitted)[1:]
 
-    @user_errors
+    def _project(self, s: dict, fitted: HeadState) -> None:
+        """The reference photo on the fitted head (per-vertex photo coordinates + visibility)."""
+        s["projection"] = self.service.photo_projection(fitted, s["frame"])
+        s["photo_id"] = f"{next(_nonce)}"
+        s["frame_jpeg"] = files.jpeg_bytes(s["frame"])
+
+    @soft_errors(4 + N)
     def install_flame(self, session, path):
         """Uploaded FLAME release: install it, switch the live head, re-fit the current photo on it."""
         notes = self.service.install_flame(path)
         s = dict(_session(session))
-        sliders = [gr.update()] * N
+        state = HeadState.from_json(s["reference"])
         if s.get("photo") is not None:
             ref = self.service.analyze(s["photo"])
-            s.update(frame=ref.frame, photo=ref.photo, reference=ref.state.to_json(None),
-                     base=ref.state.to_json(None))
-            sliders = _slider_updates(ref.state)
+            state = on_screen(ref.state)
+            s.update(frame=ref.frame, photo=ref.photo, reference=state.to_json(None))
+            self._project(s, state)
             notes = notes + [ref.report()]
+        else:
+            state = HeadState()
+            s["reference"] = state.to_json(None)
         gr.Info(without_paths(f"head: {self.service.head_description}"))
-        return [s, "\n".join(notes), self.service.environment().markdown()] + sliders
+        page = self._to_page(s, state)
+        return [page[0], "\n".join(notes), self.service.environment().markdown()] + page[1:]
 
-    @user_errors
-    def apply_pose_reference(self, session, pose_photo, modes, *values):
+    @soft_errors(2 + N)
+    def apply_pose_reference(self, session, state_json, pose_photo, modes):
         if pose_photo is None:
             raise gr.Error("upload a pose-reference photo first", print_exception=False)
         s = dict(_session(session))
-        state, notes = self.service.transfer_from(pose_photo, current_state(s, values), modes)
+        state, notes = self.service.transfer_from(pose_photo, parse_state(state_json), modes)
         for w in notes:
             warn(w)
-        s["base"] = state.to_json(None)
-        return [s] + _slider_updates(state)
+        return self._to_page(s, state)
 
-    @user_errors
+    @soft_errors(2 + N)
     def reset_reference(self, session):
         s = dict(_session(session))
-        s["base"] = s["reference"]
-        return [s] + _slider_updates(HeadState.from_json(s["reference"]))
+        return self._to_page(s, HeadState.from_json(s["reference"]))
 
-    @user_errors
-    def reset_neutral(self, session):
+    @soft_errors(2 + N)
+    def reset_neutral(self, session, state_json):
+        """Neutral pose and expression, default light; the identity and the placement stay."""
         s = dict(_session(session))
         ref = HeadState.from_json(s["reference"])
-        neutral = HeadState(shape=list(ref.shape), albedo=list(ref.albedo))
-        s["base"] = neutral.to_json(None)
-        return [s] + _slider_updates(neutral)
+        current = parse_state(state_json)
+        neutral = HeadState(shape=list(ref.shape), albedo=list(ref.albedo), placement=current.placement)
+        return self._to_page(s, neutral)
 
-    @user_errors
+    @soft_errors(2 + N)
     def load_preset(self, session, path):
         if path is None:
-            return [_session(session)] + [gr.update()] * N
+            return [_session(session), gr.update()] + [gr.update()] * N
         from pathlib import Path
 
         from caphuman.controls.state import read_state_text
@@ -180,14 +243,22 @@ class Handlers:
         checked = validated_state(read_state_text(path, f"the preset {Path(path).name}"))
         for w in checked.warnings:
             warn(w)
-        s = dict(_session(session))
-        s["base"] = checked.value.to_json(None)
-        return [s] + _slider_updates(checked.value)
+        return self._to_page(dict(_session(session)), checked.value)
 
     # generation ---------------------------------------------------------------
-    @user_errors
-    def generate(self, session, prompt, negative, seed, randomize, steps, guidance, strength, tau,
-                 num_images, resolution, scheduler, model, lora, lora_scale, *values, progress=gr.Progress()):
+    def generate_status(self):
+        """Generate enabled only when generation can run; otherwise disabled, with the reason."""
+        svc = self.service
+        reason = svc.generator_error
+        if svc.generator is None and not reason:
+            reason = "no generation weights are installed (python app.py --weights DIR)"
+        if reason:
+            return gr.update(interactive=False, value="Generate (not available)"), f"Generate is off: {reason}"
+        return gr.update(interactive=True, value="Generate"), ""
+
+    @soft_errors(3)
+    def generate(self, session, state_json, prompt, negative, seed, randomize, steps, guidance, strength, tau,
+                 num_images, resolution, scheduler, model, lora, lora_scale, progress=gr.Progress()):
         s = _session(session)
         if s["photo"] is None:
             raise gr.Error("upload a reference photo first", print_exception=False)
@@ -196,10 +267,12 @@ class Handlers:
                                   num_images=_int(num_images), resolution=_int(resolution), scheduler=scheduler,
                                   model=model, lora=lora, lora_scale=lora_scale)
         progress(0, desc="loading models")
+        state = parse_state(state_json)
+        self.last_generate_state = state  # what Generate used (tests compare it with the screen)
         images, used = self.service.generate(
-            s["photo"], current_state(s, values), params,
+            s["photo"], state, params,
             on_step=lambda i, n: progress((i, n), desc="denoising", unit="steps"))
-        return [(files.png(g.image, f"seed{g.seed}"), g.caption) for g in images], used.seed
+        return [(files.png(g.image, f"seed{g.seed}"), g.caption) for g in images], used.seed, ""
 
 
 def _int(v):

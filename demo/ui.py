@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gradio as gr
@@ -18,11 +19,48 @@ from demo.handlers import Handlers, new_session
 from demo.inline_image import inline
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 CSS = """
 #preview img {image-rendering: auto;}
 .maps {min-width: 0 !important;}
 #status {font-size: 0.85em;}
+#live-wrap {width: 100%; max-width: 460px; margin: 0 auto; aspect-ratio: 1 / 1; background: #2a2a2a;
+            border-radius: 8px; overflow: hidden;}
+#live-canvas {width: 100%; height: 100%; display: block; touch-action: none;}
+#live-wrap[data-error]::after {content: attr(data-error); color: #fff; padding: 1em; display: block;}
+.pose-presets button {min-width: 0 !important; padding: 2px 6px !important; font-size: 0.8em !important;}
+#gallery .thumbnail-item img, #gallery img {object-fit: contain !important;}
+#gallery .caption-label, #gallery figcaption {white-space: normal !important; overflow: visible !important;
+                                             text-overflow: clip !important;}
+#generate-note {color: var(--body-text-color-subdued); font-size: 0.85em;}
+@media (max-width: 720px) {
+  /* phone: the live head stays pinned at the top while the controls scroll under it */
+  #status {max-height: 3.2em; overflow: hidden; font-size: 0.75em;}
+  #live-head {position: fixed; top: 0; left: 0; right: 0; height: 40vh; z-index: 50; padding: 4px 0;
+              background: var(--background-fill-primary); box-shadow: 0 2px 6px rgba(0, 0, 0, 0.25);}
+  #live-wrap {height: calc(40vh - 8px); width: calc(40vh - 8px); max-width: none;}
+  .gradio-container {padding-top: calc(40vh + 8px) !important;}
+  html {scroll-padding-top: calc(40vh + 16px);}
+  #server-render {display: none;}
+}
 """
+
+
+def page_js() -> str:
+    """The page script (Gradio's ``js``): the slider specs, then demo/static/live_head.js."""
+    specs = [{"key": s.key, "lo": s.lo, "hi": s.hi, "step": s.step, "value": v}
+             for s, v in zip(SLIDERS, values_from_state(HeadState()))]
+    body = (STATIC_DIR / "live_head.js").read_text()
+    return "() => { window.CH_CONFIG = " + json.dumps({"sliders": specs}) + ";\n" + body + "\n}"
+
+
+#: Named poses (yaw, pitch, roll), degrees; yaw > 0 turns the nose to the image's right.
+POSE_PRESETS = {
+    "Frontal": (0, 0, 0), "¾ left": (-35, 0, 0), "¾ right": (35, 0, 0), "Profile left": (-80, 0, 0),
+    "Profile right": (80, 0, 0), "Look up": (0, 20, 0), "Look down": (0, -20, 0),
+}
+#: JS for events that send the page's head state: replace the state input with the browser's state.
+WITH_STATE = "(...a) => { if (window.CH) a[1] = window.CH.json(); return a; }"
 
 
 def example_photos() -> list[str]:
@@ -48,11 +86,18 @@ def build_demo(service: StudioService) -> gr.Blocks:
         def slider(key):
             spec = next(s for s in SLIDERS if s.key == key)
             sliders[key] = gr.Slider(spec.lo, spec.hi, value=defaults[key], step=spec.step, label=spec.label,
-                                     info=spec.info or None, elem_id="slider-" + key.replace(".", "-"))
+                                     info=spec.info or None, elem_id="slider-" + key.replace(".", "-"),
+                                     interactive=True)  # no server listener: the page reads it
             return sliders[key]
 
+        # The page's head state: the server writes new base states into state_box (the page adopts
+        # them); events that need the state get it from the browser through state_in (WITH_STATE).
+        state_box = gr.Textbox(visible="hidden", elem_id="head-state")
+        state_in = gr.Textbox(visible="hidden", elem_id="head-state-in")
+        commit_btn = gr.Button("commit", visible="hidden", elem_id="commit-state")
+
         with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=260):
+            with gr.Column(scale=3, min_width=260, elem_id="reference-column"):
                 reference = gr.Image(label="Reference photo", type="filepath", height=260, elem_id="reference",
                                      sources=["upload", "clipboard"])
                 examples = example_photos()
@@ -71,14 +116,30 @@ def build_demo(service: StudioService) -> gr.Blocks:
                                 "works too. Nothing in the file is executed.")
                     flame_file = gr.File(label="FLAME2023Open.zip", file_types=[".zip", ".pkl"], type="filepath",
                                          elem_id="flame-upload")
-            with gr.Column(scale=5, min_width=360):
-                # Inline (data: URL) images: a slider move writes no file.
-                preview = inline(gr.Image(label="Live preview (shaded head over the photo)", type="filepath",
-                                          height=420, interactive=False, elem_id="preview"))
+            with gr.Column(scale=5, min_width=360, elem_id="live-column"):
+                gr.HTML('<div id="live-wrap"><canvas id="live-canvas" width="512" height="512" '
+                        'aria-label="live head preview"></canvas></div>', elem_id="live-head",
+                        js_on_load=None)
                 with gr.Row():
-                    maps = [inline(gr.Image(label=n, type="filepath", height=150, interactive=False,
-                                            elem_classes="maps", elem_id=f"map-{n.lower()}"))
-                            for n in ("Normals", "Albedo", "Shading")]
+                    opacity = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Head opacity (0 = photo only)",
+                                        elem_id="head-opacity", scale=3)
+                    textured = gr.Checkbox(value=True, label="Person's face on the head", elem_id="head-textured",
+                                           scale=2)
+                with gr.Row(elem_classes="pose-presets"):
+                    undo = gr.Button("↶ Undo", size="sm", elem_id="undo", min_width=0)
+                    redo = gr.Button("↷ Redo", size="sm", elem_id="redo", min_width=0)
+                    pose_buttons = {name: gr.Button(name, size="sm", min_width=0,
+                                                    elem_id="pose-" + name.lower().replace(" ", "-").replace("¾", "34"))
+                                    for name in POSE_PRESETS}
+                with gr.Accordion("Server render (authoritative; updates when a control is released)",
+                                  open=False, elem_id="server-render"):
+                    with gr.Row():
+                        # inline (data: URL) images: a release writes no image file
+                        preview = inline(gr.Image(label="Server render", type="filepath", height=150,
+                                                  interactive=False, elem_id="preview", elem_classes="maps"))
+                        maps = [inline(gr.Image(label=n, type="filepath", height=150, interactive=False,
+                                                elem_classes="maps", elem_id=f"map-{n.lower()}"))
+                                for n in ("Normals", "Albedo", "Shading")]
             with gr.Column(scale=4, min_width=300):
                 with gr.Tab("Pose"):
                     for k in ("pose.yaw", "pose.pitch", "pose.roll", "pose.jaw"):
@@ -100,7 +161,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     reset_neutral = gr.Button("Reset to neutral", size="sm")
                 with gr.Row():
                     save_preset = gr.DownloadButton("Save preset (JSON)", size="sm", elem_id="save-preset")
-                    load_preset = gr.UploadButton("Load preset", file_types=[".json"], size="sm")
+                    load_preset = gr.UploadButton("Load preset", file_types=[".json"], size="sm", elem_id="load-preset")
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
@@ -132,43 +193,48 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     lora_scale = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="LoRA scale")
                     generate = gr.Button("Generate", variant="primary", elem_id="generate",
                                          interactive=True)
-                gallery = gr.Gallery(label="Results (caption: seed · pose asked / estimated · identity similarity)", columns=4, height=320,
-                                     elem_id="gallery")
+                generate_note = gr.Markdown("", elem_id="generate-note")
+                gallery = gr.Gallery(label="Results (caption: seed · pose asked / estimated · identity similarity)",
+                                     columns=3, height="auto", object_fit="contain", elem_id="gallery")
 
         add_api(service)
 
         # ------------------------------------------------------------------ wiring
+        # Sliders have NO server listeners: the page poses the head itself every frame and commits
+        # the state once a control is released (commit_btn, clicked by demo/static/live_head.js).
         values = [sliders[s.key] for s in SLIDERS]
-        live = dict(fn=h.live_preview, inputs=[session, *values], outputs=[preview, *maps],
-                    show_progress="hidden", api_visibility="private",
-                    concurrency_limit=serving.PREVIEW_CONCURRENCY, concurrency_id="preview")
-        commit = dict(fn=h.commit, inputs=[session, *values], outputs=[viewer, save_preset],
-                      show_progress="hidden", api_visibility="private",
-                      concurrency_limit=serving.PREVIEW_CONCURRENCY, concurrency_id="preview")
-        for sl in values:
-            sl.input(trigger_mode="always_last", **live)
-            sl.release(**commit)
-
-        state_out = [session, *values]
-        reference.change(h.upload_reference, [session, reference], [session, report, *values],
-                         api_visibility="private", concurrency_limit=serving.PREVIEW_CONCURRENCY,
-                         concurrency_id="preview").then(**live).then(**commit)
-        for btn, fn, ins in ((reset_ref, h.reset_reference, [session]), (reset_neutral, h.reset_neutral, [session]),
-                             (apply_pose, h.apply_pose_reference, [session, pose_photo, modes, *values]),
-                             (load_preset, h.load_preset, [session, load_preset])):
-            event = btn.upload if btn is load_preset else btn.click
-            event(fn, ins, state_out, api_visibility="private").then(**live).then(**commit)
-
-        flame_file.upload(h.install_flame, [session, flame_file], [session, report, status, *values],
-                          api_visibility="private", concurrency_limit=1,
-                          concurrency_id="install-flame").then(**live).then(**commit)
+        to_page = [session, state_box, *values]
+        quiet = dict(api_visibility="private", show_progress="hidden")
+        commit_btn.click(h.commit, [session, state_in], [viewer, save_preset, preview, *maps], js=WITH_STATE,
+                         trigger_mode="always_last", concurrency_limit=serving.PREVIEW_CONCURRENCY,
+                         concurrency_id="preview", **quiet)
+        reference.change(h.upload_reference, [session, reference], [session, report, state_box, *values],
+                         concurrency_limit=serving.PREVIEW_CONCURRENCY, concurrency_id="preview",
+                         api_visibility="private")
+        reset_ref.click(h.reset_reference, [session], to_page, **quiet)
+        reset_neutral.click(h.reset_neutral, [session, state_in], to_page, js=WITH_STATE, **quiet)
+        apply_pose.click(h.apply_pose_reference, [session, state_in, pose_photo, modes], to_page,
+                         js="(...a) => { if (window.CH) a[1] = window.CH.json(); return a; }",
+                         api_visibility="private")
+        load_preset.upload(h.load_preset, [session, load_preset], to_page, **quiet)
+        flame_file.upload(h.install_flame, [session, flame_file], [session, report, status, state_box, *values],
+                          api_visibility="private", concurrency_limit=1, concurrency_id="install-flame")
+        # Designer tools, all in the page (no server call until the state is committed).
+        undo.click(None, js="() => { window.CH && window.CH.undo(); }")
+        redo.click(None, js="() => { window.CH && window.CH.redo(); }")
+        for name, (y, p, r) in POSE_PRESETS.items():
+            pose_buttons[name].click(None, js=f"() => {{ window.CH && window.CH.pose({y}, {p}, {r}); }}")
+        opacity.input(None, [opacity], js="(v) => { window.CH && window.CH.setOpacity(v); }")
+        textured.input(None, [textured], js="(v) => { window.CH && window.CH.setTextured(v); }")
         # the fast preset (scheduler lcm) comes with its own steps and guidance
         scheduler.change(values_for_scheduler, [scheduler, steps, guidance], [steps, guidance],
                          show_progress="hidden", api_visibility="private")
-        export.click(h.export, [session, *values], exported, api_visibility="private")
-        generate.click(h.generate, [session, prompt, negative, seed, randomize, steps, guidance, strength, tau,
-                                    num_images, resolution, scheduler, model, lora, lora_scale, *values], [gallery, used_seed],
+        export.click(h.export, [session, state_in], exported, js=WITH_STATE, api_visibility="private")
+        generate.click(h.generate, [session, state_in, prompt, negative, seed, randomize, steps, guidance, strength,
+                                    tau, num_images, resolution, scheduler, model, lora, lora_scale],
+                       [gallery, used_seed, generate_note], js=WITH_STATE,
                        api_visibility="private", concurrency_limit=serving.GENERATE_CONCURRENCY,
                        concurrency_id="gpu")
-        demo.load(**live).then(**commit)
+        demo.load(h.init, [session], [session, state_box], **quiet)
+        demo.load(h.generate_status, None, [generate, generate_note], **quiet)
     return demo

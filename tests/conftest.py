@@ -100,7 +100,7 @@ def tiny_weights(tmp_path_factory):
 @pytest.fixture(scope="session")
 def studio(head_path, tiny_weights):
     """The studio served in-process on a free 127.0.0.1 port: yields (url, service)."""
-    from caphuman.studio.launch import create_app, launch_kwargs
+    from demo.launch import create_app, launch_kwargs
 
     service, demo = create_app(head=head_path, weights=tiny_weights, device="cpu", warmup=False)
     if tiny_weights:

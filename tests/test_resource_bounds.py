@@ -204,7 +204,7 @@ def private_studio(tmp_path_factory, head_path):
     old = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
     files.remove()  # the ring starts again under the private cache
-    from caphuman.studio.launch import create_app, launch_kwargs
+    from demo.launch import create_app, launch_kwargs
     from conftest import free_port
 
     service, demo = create_app(head=head_path, weights=None, device="cpu", warmup=False)

@@ -142,3 +142,55 @@ def test_startup_download_runs_in_background_and_enables_generate(head_path, tin
     svc2.fetch_weights(offline)
     with pytest.raises(MissingWeightsError, match="start-up download failed"):
         svc2.generate(photo, HeadState(), params)
+
+
+def test_slider_values_rounded_and_preset_names():
+    from caphuman.controls.state import HeadState
+    from caphuman.studio.controls import on_screen, preset_name, values_from_state
+
+    s = HeadState()
+    s.pose.roll, s.pose.yaw, s.placement.shift_x = 4.399686, 30.2, -0.0123456
+    s.expression_controls = {"smile": 0.5}
+    vals = values_from_state(s)
+    assert vals[:3] == [30.0, 0.0, 4.0]
+    assert on_screen(s).placement.shift_x == -0.01
+    assert preset_name(s) == "head-yaw30-roll4-smile05.json"
+    assert preset_name(HeadState()) == "head-neutral.json"
+
+
+def test_page_handlers_keep_placement_and_say_why_generate_is_off(head_path, tmp_path):
+    import json
+
+    from caphuman.controls.state import HeadState
+    from caphuman.studio.service import StudioService
+    from demo.handlers import Handlers, new_session
+
+    h = Handlers(StudioService(head=head_path))
+    button, note = h.generate_status()
+    assert button["interactive"] is False and "weights" in note
+    s = new_session()
+    fitted = HeadState()
+    fitted.placement.scale, fitted.placement.shift_x = 0.86, 0.03
+    s["reference"] = fitted.to_json(None)
+    current = fitted.replace()
+    current.pose.yaw = 40.0
+    out = h.reset_neutral(s, current.to_json())
+    msg = json.loads(out[1])
+    assert msg["state"]["pose"]["yaw"] == 0 and msg["state"]["placement"]["scale"] == 0.86
+    assert msg["payload"].startswith("gradio_api/file=")
+    # a photo without a face: the controls stay, the Analysis box says what to do
+    blank = tmp_path / "blank.png"
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
+    out = h.upload_reference(new_session(), str(blank))
+    assert "Try a photo" in out[1] and all(isinstance(o, dict) for o in out[3:])
+
+
+def test_library_does_not_import_demo():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "caphuman"
+    offenders = [str(p) for p in root.rglob("*.py") if "from demo" in p.read_text() or "import demo" in p.read_text()]
+    assert not offenders

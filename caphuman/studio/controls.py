@@ -8,6 +8,7 @@ pure functions: :func:`state_from_values` (slider values on top of a base state)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Pose-reference modes and the copying itself come from photo analysis (reference §1.4): one
@@ -77,8 +78,34 @@ def values_from_state(state: HeadState) -> list[float]:
         else:
             i = int(name)
             v = state.expression[i] if i < len(state.expression) else 0.0
-        out.append(float(min(max(float(v), spec.lo), spec.hi)))
+        out.append(snap(spec, v))
     return out
+
+
+def snap(spec: SliderSpec, value: float) -> float:
+    """``value`` clipped to the slider's range and rounded to its step (what the slider shows)."""
+    v = min(max(float(value), spec.lo), spec.hi)
+    decimals = max(0, -int(math.floor(math.log10(spec.step) + 1e-9))) if spec.step < 1 else 0
+    return float(round(round(v / spec.step) * spec.step, decimals)) + 0.0
+
+
+def on_screen(state: HeadState) -> HeadState:
+    """``state`` with every slider-driven value replaced by what its slider shows (rounded to the
+    step): the state the page, the preset, the API and Generate all agree on."""
+    return state_from_values(state, values_from_state(state))
+
+
+def preset_name(state: HeadState) -> str:
+    """A readable preset file name, e.g. ``head-yaw30-smile05.json`` (``head-neutral.json``)."""
+    parts = []
+    for spec, v in zip(SLIDERS, values_from_state(state)):
+        group, name = spec.key.split(".", 1)
+        if group not in ("pose", "expr") or v == 0:
+            continue
+        label = name.replace("_", "")
+        sign = "-" if v < 0 else ""
+        parts.append(f"{label}{v:g}" if group == "pose" else f"{label}{sign}{abs(round(v * 10)):02d}")
+    return "head-" + ("-".join(parts[:6]) or "neutral") + ".json"
 
 
 def state_from_values(base: HeadState | None, values) -> HeadState:

@@ -223,6 +223,13 @@ class StudioService:
             return self.pipeline.render(state, int(size), backdrop=backdrop, draw_landmarks=landmarks,
                                         validate=False)
 
+    def photo_projection(self, state: HeadState, frame: np.ndarray):
+        """The reference photo projected onto the head fitted to it (the live head's face texture)."""
+        from caphuman.studio.live import photo_projection
+
+        with self._render_lock:
+            return photo_projection(self.pipeline, state, frame)
+
     def glb(self, state: HeadState) -> bytes:
         with self._render_lock:
             return self.pipeline.export_glb(state)

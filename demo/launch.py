@@ -1,4 +1,7 @@
-"""Build the service and the page, then serve (used by ``app.py`` and the tests)."""
+"""Build the service and the page, then serve (used by ``app.py`` and the tests).
+
+Lives in ``demo/`` with the rest of the Gradio code: the library package ``caphuman`` never imports
+``demo``."""
 
 from __future__ import annotations
 
@@ -39,12 +42,15 @@ def create_app(head: str = "auto", weights: str | None = None, device: str = "au
 
 
 def launch_kwargs(host: str | None, port: int | None) -> dict:
-    from demo.ui import CSS, example_photos
+    from pathlib import Path
 
-    allowed = sorted({str(__import__("pathlib").Path(p).parent) for p in example_photos()})
+    from demo import live
+    from demo.ui import CSS, example_photos, page_js
+
+    allowed = sorted({str(Path(p).parent) for p in example_photos()} | {str(live.PAYLOAD_DIR)})
     return dict(server_name=serving.resolve_host(host), server_port=serving.resolve_port(port),
                 max_file_size=serving.max_file_size(), show_error=False, footer_links=["api"],
-                allowed_paths=allowed, css=CSS, ssr_mode=False, app_kwargs=serving.app_kwargs())
+                allowed_paths=allowed, css=CSS, js=page_js(), ssr_mode=False, app_kwargs=serving.app_kwargs())
 
 
 def launch(host=None, port=None, weights=None, device="auto", head="auto", warmup=True, block=True, download=None,
