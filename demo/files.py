@@ -86,11 +86,16 @@ def usage() -> dict:
                 "limit": ring_bytes()}
 
 
-def write_bytes(data: bytes, stem: str, suffix: str) -> str:
-    """Write ``data`` under a new unique name; evict the oldest files beyond the byte limit."""
+def write_bytes(data: bytes, stem: str, suffix: str, download_name: str | None = None) -> str:
+    """Write ``data`` under a new unique name (or as ``download_name`` inside a new unique folder,
+    for a readable download name); evict the oldest files beyond the byte limit."""
     global _total
     d = directory()
     name = f"{stem}-{next(_counter):06d}-{secrets.token_hex(4)}{suffix}"
+    if download_name is not None:
+        d = d / name
+        d.mkdir()
+        name = download_name
     path = d / name
     tmp = d / ("." + name + ".part")
     tmp.write_bytes(data)
@@ -107,6 +112,8 @@ def write_bytes(data: bytes, stem: str, suffix: str) -> str:
     for old in doomed:
         try:
             old.unlink()
+            if old.parent != _dir:
+                old.parent.rmdir()  # a download-name folder
         except OSError:  # already gone (Gradio's delete_cache) or never written
             pass
     return str(path)
@@ -146,24 +153,6 @@ def text(content: str, stem: str, suffix: str) -> str:
     return write_bytes(content.encode(), stem, suffix)
 
 
-def jpeg_bytes(img: np.ndarray, quality: int = 90) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
-
-
 def named_text(content: str, name: str) -> str:
-    """A text file with a readable download name (``head-yaw30-smile05.json``): ``name`` inside a
-    folder from the same rotating set of names."""
-    with _lock:
-        n = next(_counter) % RING
-    folder = _DIR / f"named-{n:04d}"
-    folder.mkdir(exist_ok=True)
-    for old in folder.iterdir():
-        old.unlink(missing_ok=True)
-    path = folder / name
-    path.write_text(content)
-    return str(path)
+    """A text file with a readable download name (``head-yaw30-smile05.json``), in the ring."""
+    return write_bytes(content.encode(), "named", "", download_name=name)

@@ -173,7 +173,8 @@ class Handlers:
         try:
             ref = self.service.analyze(photo)
         except CapHumanError as exc:
-            advice = ("No usable face in this photo: " + str(exc).rstrip(".") + ".\nTry a photo with one face, "
+            reason = without_paths(exc, [photo] if isinstance(photo, str) else [])
+            advice = ("No usable face in this photo: " + reason.rstrip(".") + ".\nTry a photo with one face, "
                       "seen from the front, well lit and not cropped; the head controls keep working meanwhile.")
             return [gr.update(), advice, gr.update()] + [gr.update()] * N
         # The warnings go in the Analysis box (ref.report()) only: a stack of toasts would cover
@@ -187,7 +188,7 @@ class Handlers:
         """The reference photo on the fitted head (per-vertex photo coordinates + visibility)."""
         s["projection"] = self.service.photo_projection(fitted, s["frame"])
         s["photo_id"] = f"{next(_nonce)}"
-        s["frame_jpeg"] = files.jpeg_bytes(s["frame"])
+        s["frame_jpeg"] = files.encode_jpeg(s["frame"], 90)
 
     @soft_errors(4 + N)
     def install_flame(self, session, path):

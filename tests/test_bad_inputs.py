@@ -442,41 +442,52 @@ def _handlers(studio):
     (dict(num_images=9.0), "number of images must be between 1 and 8, got 9"),
     (dict(prompt=""), EMPTY_PROMPT),
 ])
-def test_ui_generate_same_messages(studio, fields, message):
-    import gradio as gr
-
-    from caphuman.studio.controls import values_from_state
+def test_ui_generate_same_messages(studio, fields, message, monkeypatch):
+    """The UI's Generate shows the message as a toast and leaves its outputs as they were."""
+    import demo.handlers as handlers
     from demo.handlers import new_session
 
+    shown = []
+    monkeypatch.setattr(handlers.gr, "Warning", lambda msg, *a, **k: shown.append(msg))
     session = dict(new_session(), photo=np.zeros((64, 64, 3), np.uint8))
     v = dict(prompt="a person", negative="", seed=1, randomize=False, steps=2, guidance=7.0, strength=1.0, tau=0,
              num_images=1, resolution=128, scheduler="ddim", model="default", lora="none", lora_scale=1.0)
     v.update(fields)
-    with pytest.raises(gr.Error) as err:
-        _handlers(studio).generate(session, *v.values(), *values_from_state(HeadState()),
-                                   progress=lambda *a, **k: None)
-    assert err.value.message == message
+    out = _handlers(studio).generate(session, HeadState().to_json(), *v.values(), progress=lambda *a, **k: None)
+    assert shown == [message] and len(out) == 3
 
 
-def test_ui_messages_name_no_server_paths(studio, tmp_path):
+def _ui_message(monkeypatch, fn, *args) -> str:
+    """What the user sees from a UI handler: a gr.Error's text, or the toast of a soft failure."""
     import gradio as gr
 
+    import demo.handlers as handlers
+
+    shown = []
+    monkeypatch.setattr(handlers.gr, "Warning", lambda msg, *a, **k: shown.append(msg))
+    try:
+        fn(*args)
+    except gr.Error as exc:
+        return exc.message
+    assert len(shown) == 1, shown
+    return shown[0]
+
+
+def test_ui_messages_name_no_server_paths(studio, tmp_path, monkeypatch):
     from demo.handlers import new_session
 
     h = _handlers(studio)
-    with pytest.raises(gr.Error) as err:
-        h.upload_reference(new_session(), str(tmp_path / "secret dir" / "missing photo.png"))
-    assert err.value.message == "missing photo.png: no such file"
+    out = h.upload_reference(new_session(), str(tmp_path / "secret dir" / "missing photo.png"))
+    assert out[1].startswith("No usable face in this photo: missing photo.png: no such file.")  # the Analysis box
+    assert "secret dir" not in out[1] and str(tmp_path) not in out[1]
     preset = tmp_path / "secret dir" / "bad preset.json"
     preset.parent.mkdir()
     preset.write_bytes(b'{"pose": {"yaw": "\xe9"}}')
-    with pytest.raises(gr.Error) as err:
-        h.load_preset(new_session(), str(preset))
-    assert err.value.message == "the preset bad preset.json is not UTF-8 text (a head state is a JSON text file)"
+    msg = _ui_message(monkeypatch, h.load_preset, new_session(), str(preset))
+    assert msg == "the preset bad preset.json is not UTF-8 text (a head state is a JSON text file)"
     preset.write_text('{"lighting": {"sh": 5}}')
-    with pytest.raises(gr.Error) as err:
-        h.load_preset(new_session(), str(preset))
-    assert err.value.message == f'head state: "lighting.sh" must be {SH_ROWS}, got a number (5)'
+    msg = _ui_message(monkeypatch, h.load_preset, new_session(), str(preset))
+    assert msg == f'head state: "lighting.sh" must be {SH_ROWS}, got a number (5)'
 
 
 # ------------------------------------------------------------------ studio API (gradio_client)

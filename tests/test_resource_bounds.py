@@ -271,25 +271,27 @@ def test_preview_writes_little_and_the_hint_only_when_asked(private_studio, tmp_
     assert tree_bytes(cache) - before < 9 * 512 * 512 * 2 + 300_000  # written once, float16
 
 
-def test_live_preview_writes_nothing(private_studio):
+def test_slider_release_writes_only_the_glb_and_the_preset(private_studio):
+    """Slider moves never reach the server (the head is drawn in the browser); a release renders the
+    authoritative state: its preview and maps travel inline, only the GLB and the preset are files."""
+    import os
+
+    from caphuman.controls.state import HeadState, Pose
     from demo.handlers import Handlers, new_session
     from demo.inline_image import Jpeg
 
     _, service, demo, cache = private_studio
     preview = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "preview")
     h = Handlers(service)
-    before = tree_bytes(cache)
     for yaw in (0.0, 10.0, 20.0):
-        from caphuman.studio.controls import SLIDERS, values_from_state
-        from caphuman.controls.state import HeadState
-
-        values = values_from_state(HeadState())
-        values[[s.key for s in SLIDERS].index("pose.yaw")] = yaw
-        out = h.live_preview(new_session(), *values)
-        assert all(isinstance(v, Jpeg) for v in out)
-        data = preview.postprocess(out[0])
+        before = {p for p in cache.rglob("*") if p.is_file()}
+        out = h.commit(new_session(), HeadState(pose=Pose(yaw=yaw)).to_json())
+        glb, preset, images = out[0], out[1], out[2:]
+        assert all(isinstance(v, Jpeg) for v in images)
+        data = preview.postprocess(images[0])
         assert data.path is None and data.url.startswith("data:image/jpeg;base64,")
-    assert tree_bytes(cache) == before
+        new = {p for p in cache.rglob("*") if p.is_file()} - before
+        assert {str(p) for p in new} == {glb, preset} and all(os.path.getsize(p) < 2_000_000 for p in new)
 
 
 def test_cache_is_cleaned_on_a_short_schedule(private_studio):
