@@ -191,3 +191,23 @@ def test_studio_installs_an_uploaded_zip_and_switches_the_live_head(tmp_path, mo
     ref = svc.analyze(str(ROOT / "assets/examples/astronaut.jpg"))
     assert svc.fit_target.kind == "flame" and ref.state is not None
     resolve.forget_loaded_heads()
+
+
+def test_live_head_payload_carries_flame_2023_open(flame_head):
+    """The browser head for a FLAME-layout model: every vertex, the pose correctives, and a base
+    mesh equal to the server's unposed head for the same identity."""
+    import base64
+
+    from caphuman.controls.state import HeadState
+    from caphuman.preview import HeadPreviewPipeline
+    from caphuman.studio.live import head_payload
+
+    pipe = HeadPreviewPipeline(flame_head)
+    state = HeadState(shape=[0.5, -0.3, 0.2])
+    payload = head_payload(pipe, state)
+    assert payload["num_vertices"] == V and payload["num_faces"] == F and payload["num_joints"] == 5
+    posedirs = np.frombuffer(base64.b64decode(payload["posedirs"]), np.float32)
+    assert posedirs.size == V * 3 * 36 and np.abs(posedirs).max() > 0
+    base = np.frombuffer(base64.b64decode(payload["base"]), np.float32).reshape(V, 3)
+    server = pipe.pose(state.validated()).vertices  # zero pose: template + identity
+    np.testing.assert_allclose(base, server, atol=1e-5)
