@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from caphuman.controls.expressions import ExpressionSolver
-from caphuman.controls.pose import axis_angle_from_ypr, jaw_axis_angle
+from caphuman.controls.pose import axis_angle_from_ypr, eye_axis_angle, jaw_axis_angle
 from caphuman.controls.state import MOUTH_OPEN_JAW_DEGREES, HeadState
 from caphuman.head.model import HeadModel, HeadParams
 from caphuman.head.model_data import HeadModelData
@@ -82,6 +82,7 @@ class HeadPreviewPipeline:
             expression=t(expr),
             global_pose=t(axis_angle_from_ypr(state.pose.yaw, state.pose.pitch, state.pose.roll)),
             jaw_pose=t(jaw_axis_angle(jaw)),
+            eye_pose=t(np.tile(eye_axis_angle(state.pose.eye_yaw, state.pose.eye_pitch), 2)),
         )
 
     # ------------------------------------------------------------------ 2-3. geometry

@@ -142,7 +142,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
                                 for n in ("Normals", "Albedo", "Shading")]
             with gr.Column(scale=4, min_width=300):
                 with gr.Tab("Pose"):
-                    for k in ("pose.yaw", "pose.pitch", "pose.roll", "pose.jaw"):
+                    for k in ("pose.yaw", "pose.pitch", "pose.roll", "pose.jaw", "pose.eye_yaw", "pose.eye_pitch"):
                         slider(k)
                 with gr.Tab("Expression"):
                     for s in SLIDERS:

@@ -33,7 +33,7 @@
 
   function neutralState() {
     return { format: "caphuman.head_state/1", shape: [], expression: [], expression_controls: {},
-      pose: { yaw: 0, pitch: 0, roll: 0, jaw: 0 }, placement: { scale: 1, shift_x: 0, shift_y: 0 },
+      pose: { yaw: 0, pitch: 0, roll: 0, jaw: 0, eye_yaw: 0, eye_pitch: 0 }, placement: { scale: 1, shift_x: 0, shift_y: 0 },
       lighting: { azimuth: 0, elevation: 20, intensity: 0.8, ambient: 0.45, color: [1, 1, 1], sh: null }, albedo: [] };
   }
 
@@ -151,7 +151,7 @@
   }
   function valueOf(s, spec) {
     const [group, name] = spec.key.split(".");
-    if (group === "pose") return s.pose[name];
+    if (group === "pose") return s.pose[name] || 0;
     if (group === "expr") return (s.expression_controls || {})[name] || 0;
     if (group === "light") return s.lighting[name];
     if (group === "place") return s.placement[name];
@@ -268,8 +268,9 @@
     // 2. joint rotations: global, neck, jaw, eyes
     const jaw = state.pose.jaw + h.jawPerOpen * (state.expression_controls.mouth_open || 0);
     const R = [ypr(state.pose.yaw, state.pose.pitch, state.pose.roll), rot(0, 0, 0), rot(jaw * D, 0, 0)];
-    const gaze = CH.gaze || [0, 0];
-    while (R.length < J) R.push(rot(gaze[1] * D * -1, gaze[0] * D, 0));
+    // eyes (joints 3, 4): caphuman/controls/pose.py eye_axis_angle = Ry(eye_yaw) Rx(-eye_pitch)
+    const eyes = ypr(state.pose.eye_yaw || 0, state.pose.eye_pitch || 0, 0);
+    while (R.length < J) R.push(eyes);
     // pose correctives
     if (h.posedirs) {
       const feat = [];
