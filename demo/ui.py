@@ -205,7 +205,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
         values = [sliders[s.key] for s in SLIDERS]
         to_page = [session, state_box, *values]
         quiet = dict(api_visibility="private", show_progress="hidden")
-        commit_btn.click(h.commit, [session, state_in], [viewer, save_preset, preview, *maps], js=WITH_STATE,
+        commit_btn.click(h.commit, [session, state_in, textured], [viewer, save_preset, preview, *maps], js=WITH_STATE,
                          trigger_mode="always_last", concurrency_limit=serving.PREVIEW_CONCURRENCY,
                          concurrency_id="preview", **quiet)
         reference.change(h.upload_reference, [session, reference], [session, report, state_box, *values],
