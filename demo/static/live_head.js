@@ -66,16 +66,20 @@
   }
   // Gradio mounts a tab's sliders only when the tab is first opened: the page keeps every value
   // (CH.values); a slider that appears is given the page's value, a mounted one is read.
-  const mounted = new WeakSet();
+  // Gradio can set a freshly mounted slider back to its own (stale) value a few frames after
+  // the page wrote it, so for SETTLE_MS after mounting the page's value wins.
+  const SETTLE_MS = 400;
+  const mounted = new WeakMap(); // element -> time it was first seen
   function readSliders() {
     let changed = false;
+    const now = performance.now();
     for (const spec of CH.specs) {
       const el = rangeOf(spec.key);
       if (!el) continue;
-      if (!mounted.has(el)) {
-        mounted.add(el);
+      if (!mounted.has(el)) mounted.set(el, now);
+      if (now - mounted.get(el) < SETTLE_MS) {
         const mine = CH.values[spec.key];
-        if (mine !== undefined && parseFloat(el.value) !== mine) { writeSlider(el, mine); continue; }
+        if (mine !== undefined) { if (parseFloat(el.value) !== mine) writeSlider(el, mine); continue; }
       }
       const v = parseFloat(el.value);
       if (!Number.isFinite(v)) continue;
