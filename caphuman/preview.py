@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from caphuman.controls.expressions import ExpressionSolver
-from caphuman.controls.pose import axis_angle_from_ypr, jaw_axis_angle
+from caphuman.controls.pose import axis_angle_from_ypr, eye_axis_angle, jaw_axis_angle
 from caphuman.controls.state import MOUTH_OPEN_JAW_DEGREES, HeadState
 from caphuman.head.model import HeadModel, HeadParams
 from caphuman.head.model_data import HeadModelData
 from caphuman.render.camera import Framing, project
 from caphuman.render.maps import hint_to_images, render_hint
-from caphuman.render.preview_image import compose_preview
+from caphuman.render.preview_image import PHOTO_DIM, compose_preview
 from caphuman.render.rasterizer import to_pixel_space
 from caphuman.render.shading import directional_sh
 
@@ -82,6 +82,7 @@ class HeadPreviewPipeline:
             expression=t(expr),
             global_pose=t(axis_angle_from_ypr(state.pose.yaw, state.pose.pitch, state.pose.roll)),
             jaw_pose=t(jaw_axis_angle(jaw)),
+            eye_pose=t(np.tile(eye_axis_angle(state.pose.eye_yaw, state.pose.eye_pitch), 2)),
         )
 
     # ------------------------------------------------------------------ 2-3. geometry
@@ -122,8 +123,13 @@ class HeadPreviewPipeline:
 
     # ------------------------------------------------------------------ 4. render
     def render(self, state: HeadState, size: int | tuple[int, int] = 512, backdrop: np.ndarray | None = None,
-               draw_landmarks: bool = False, validate: bool = True) -> PreviewResult:
-        """Render ``state`` at ``size`` (int or (H, W)); ``backdrop``: uint8 (H, W, 3) frame photo."""
+               draw_landmarks: bool = False, validate: bool = True, texture=None) -> PreviewResult:
+        """Render ``state`` at ``size`` (int or (H, W)); ``backdrop``: uint8 (H, W, 3) frame photo.
+
+        ``texture`` (a :class:`~caphuman.render.photo_texture.FaceTexture`): the preview picture
+        shows the person's face on the head (and the backdrop undimmed), like the studio's live
+        head. It changes only ``preview``: the hint and the maps are the same with or without it.
+        """
         if validate:
             state = state.validated()
         H, W = (size, size) if isinstance(size, int) else size
@@ -135,7 +141,14 @@ class HeadPreviewPipeline:
         maps = render_hint(posed.vertices, posed.ndc, self.data.f, self.data.ft, self.data.vt,
                            self.albedo_map(state.albedo), self.light_coefficients(state), H, W)
         lm_px = to_pixel_space(posed.landmarks_ndc, H, W)[:, :2]
-        preview = compose_preview(maps.hint[6:9], maps.mask, backdrop, lm_px if draw_landmarks else None)
+        shaded, dim = maps.hint[6:9], PHOTO_DIM
+        if texture is not None:
+            from caphuman.render.photo_texture import textured_shading
+
+            shaded = textured_shading(maps.raster, self.data.f, maps.hint, self.light_coefficients(state),
+                                      texture.photo, texture.uv, texture.visibility, texture.skin)
+            dim = 1.0
+        preview = compose_preview(shaded, maps.mask, backdrop, lm_px if draw_landmarks else None, dim=dim)
         return PreviewResult(hint=maps.hint, preview=preview, maps=hint_to_images(maps.hint),
                              mask=maps.mask, landmarks_px=lm_px, posed=posed)
 

@@ -142,12 +142,15 @@ class Handlers:
         return [inline_jpeg(result.maps[k][::step, ::step]) for k in ("normals", "albedo", "shading")]
 
     @soft_errors(6)
-    def commit(self, session, state_json):
+    def commit(self, session, state_json, textured=False):
         """A control was released (or the state replaced): the authoritative server render of the
-        page's state: preview + condition maps, 3D viewer GLB, preset JSON download."""
+        page's state: preview + condition maps, 3D viewer GLB, preset JSON download. ``textured``
+        (the page's "Person's face on the head"): the server render shows the reference photo on
+        the head too (the condition maps never change)."""
         s = _session(session)
         state = parse_state(state_json)
-        result = self.service.preview(state, s["frame"])
+        projection = s.get("projection") if textured else None
+        result = self.service.preview(state, s["frame"], projection=projection)
         glb = files.write_bytes(self.service.glb(state), "head", ".glb")
         preset = files.named_text(state.to_json() + "\n", preset_name(state))
         step = max(1, result.preview.shape[0] // MAP_SIZE)

@@ -142,7 +142,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
                                 for n in ("Normals", "Albedo", "Shading")]
             with gr.Column(scale=4, min_width=300):
                 with gr.Tab("Pose"):
-                    for k in ("pose.yaw", "pose.pitch", "pose.roll", "pose.jaw"):
+                    for k in ("pose.yaw", "pose.pitch", "pose.roll", "pose.jaw", "pose.eye_yaw", "pose.eye_pitch"):
                         slider(k)
                 with gr.Tab("Expression"):
                     for s in SLIDERS:
@@ -205,7 +205,7 @@ def build_demo(service: StudioService) -> gr.Blocks:
         values = [sliders[s.key] for s in SLIDERS]
         to_page = [session, state_box, *values]
         quiet = dict(api_visibility="private", show_progress="hidden")
-        commit_btn.click(h.commit, [session, state_in], [viewer, save_preset, preview, *maps], js=WITH_STATE,
+        commit_btn.click(h.commit, [session, state_in, textured], [viewer, save_preset, preview, *maps], js=WITH_STATE,
                          trigger_mode="always_last", concurrency_limit=serving.PREVIEW_CONCURRENCY,
                          concurrency_id="preview", **quiet)
         reference.change(h.upload_reference, [session, reference], [session, report, state_box, *values],

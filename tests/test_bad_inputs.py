@@ -31,7 +31,7 @@ TOO_MANY_DIGITS = "1" + "0" * 5000  # beyond Python's int-from-text limit
 KNOWN = "shape, expression, expression_controls, pose, placement, lighting, albedo"
 SH_ROWS = "9 rows of 3 numbers (SH band x RGB)"
 RGB = "a list of 3 numbers (RGB, 0..2)"
-CONTROLS = "smile, mouth_open, brow_raise, brow_furrow, eyes_closed, pucker"
+CONTROLS = "smile, mouth_open, brow_raise, brow_furrow, eyes_closed, wink_left, wink_right, pucker"
 
 
 def _sh_with_bad_row(row):
@@ -78,7 +78,7 @@ BAD_STATES = [
      f'head state: unknown expression control "grin" in "expression_controls" (known: {CONTROLS})'),
     ('{"expression_controls": {"smile": "big"}}',
      "head state: \"expression_controls.smile\" must be a number, got a string ('big')"),
-    ('{"pose": {"yaww": 1}}', 'head state: unknown field "pose.yaww" (known: yaw, pitch, roll, jaw)'),
+    ('{"pose": {"yaww": 1}}', 'head state: unknown field "pose.yaww" (known: yaw, pitch, roll, jaw, eye_yaw, eye_pitch)'),
     ('{"colour": 1}', f'head state: unknown field "colour" (known: {KNOWN})'),
     ('{"\\ud800": 1}', f'head state: unknown field "\\ud800" (known: {KNOWN})'),  # unpaired surrogate key
     ('{"' + "k" * 100 + '": 1}', f'head state: unknown field "{"k" * 37}..." (known: {KNOWN})'),

@@ -231,3 +231,54 @@ def test_phone_layout_keeps_preview_visible(studio):
         page.screenshot(path="/tmp/caphuman-phone-sliders.png")
         assert canvas["y"] >= -1 and canvas["y"] + canvas["height"] <= 844 * 0.5 and canvas["height"] > 200
         assert canvas["y"] + canvas["height"] - 1 <= pitch["y"] < 844
+
+
+def _eye_boxes(landmarks_px):
+    """Each eye's opening in pixels (corners x upper/lower lid landmarks), as (c0, r0, c1, r1)."""
+    lm = landmarks_px
+    return [(int(lm[a, 0]) - 1, int(lm[list(up), 1].min()) - 2, int(lm[b, 0]) + 2, int(lm[list(low), 1].max()) + 3)
+            for a, b, up, low in ((36, 39, (37, 38), (40, 41)), (42, 45, (43, 44), (46, 47)))]
+
+
+def _dark_col(gray, box):
+    c0, r0, c1, r1 = box
+    rows, cols = np.nonzero(gray[r0:r1, c0:c1] < 110)
+    return c0 + cols.mean() if len(cols) else float("nan")
+
+
+def test_browser_gaze_and_blink_match_server_render(studio):
+    """The live head turns the eyes and closes the lids like the server: silhouette, eye-box
+    brightness, the iris moving the same way, a wink closing the same eye."""
+    url, service = studio
+    rest = service.preview(_state(), None, 512)
+    boxes = _eye_boxes(rest.landmarks_px)
+    cases = {"gaze right + half blink": _state(pose__eye_yaw=25.0, pose__eye_pitch=10.0, expr__eyes_closed=0.4),
+             "gaze left": _state(pose__eye_yaw=-25.0), "wink left": _state(expr__wink_left=1.0),
+             "rest": _state()}
+    with chromium_page() as page:
+        page.goto(url)
+        page.wait_for_function(READY, timeout=30000)
+        page_gray, server_gray = {}, {}
+        for name, state in cases.items():
+            server = service.preview(state, None, 512)
+            mask = _snapshot(page, state.to_dict(), 2)[..., 0] > 127
+            iou = (mask & server.mask).sum() / (mask | server.mask).sum()
+            print(f"{name}: IoU {iou:.4f}")
+            assert iou >= 0.98, f"{name}: silhouette IoU {iou:.4f}"
+            page_gray[name] = _snapshot(page, state.to_dict(), 0)[..., :3].astype(np.float64).mean(-1)
+            server_gray[name] = server.preview.astype(np.float64).mean(-1)
+            for box in boxes:
+                c0, r0, c1, r1 = box
+                p, s = page_gray[name][r0:r1, c0:c1].mean(), server_gray[name][r0:r1, c0:c1].mean()
+                print(f"  eye box {box}: page {p:.1f} server {s:.1f}")
+                assert abs(p - s) < 25, f"{name}: eye box brightness {p:.1f} vs {s:.1f}"
+    for name, sign in (("gaze right + half blink", 1), ("gaze left", -1)):
+        for box in boxes:
+            moved_page = _dark_col(page_gray[name], box) - _dark_col(page_gray["rest"], box)
+            moved_server = _dark_col(server_gray[name], box) - _dark_col(server_gray["rest"], box)
+            print(f"{name}: iris moved {moved_page:.2f} px (page), {moved_server:.2f} px (server)")
+            assert sign * moved_page > 0.5 and sign * moved_server > 0.5, name
+    # a wink darkens / changes the head's left eye (image right) far more than its right eye
+    change = [np.abs(page_gray["wink left"] - page_gray["rest"])[r0:r1, c0:c1].mean() for c0, r0, c1, r1 in boxes]
+    print(f"wink left: eye-box change {change[0]:.1f} (image left) {change[1]:.1f} (image right)")
+    assert change[1] > 3 * change[0] and change[1] > 5

@@ -19,6 +19,8 @@ def add_head_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pitch", type=float, help="> 0 tilts the nose up (range +-60)")
     g.add_argument("--roll", type=float, help="> 0 rotates the face clockwise in the image (range +-60)")
     g.add_argument("--jaw", type=float, help="jaw opening in degrees (-5..40)")
+    g.add_argument("--eye-yaw", type=float, help="gaze: > 0 turns the eyes to the image's right (range +-30)")
+    g.add_argument("--eye-pitch", type=float, help="gaze: > 0 turns the eyes up (range +-20)")
     g.add_argument("--expression", "-e", action="append", default=[], metavar="NAME=VALUE",
                    help="semantic expression (see --list-expressions) or raw coefficient as e0=VALUE, e1=...")
     g.add_argument("--light-azimuth", type=float, help="0 = from the camera, +90 = from the image's right")
@@ -81,7 +83,8 @@ def _state_from_args(args: argparse.Namespace, base: HeadState | None) -> HeadSt
     state = state.replace()
     for flag, (obj, attr) in {
         "yaw": (state.pose, "yaw"), "pitch": (state.pose, "pitch"), "roll": (state.pose, "roll"),
-        "jaw": (state.pose, "jaw"), "light_azimuth": (state.lighting, "azimuth"),
+        "jaw": (state.pose, "jaw"), "eye_yaw": (state.pose, "eye_yaw"), "eye_pitch": (state.pose, "eye_pitch"),
+        "light_azimuth": (state.lighting, "azimuth"),
         "light_elevation": (state.lighting, "elevation"), "light_intensity": (state.lighting, "intensity"),
         "ambient": (state.lighting, "ambient"), "scale": (state.placement, "scale"),
         "shift_x": (state.placement, "shift_x"), "shift_y": (state.placement, "shift_y"),

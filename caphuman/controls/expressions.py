@@ -50,6 +50,12 @@ def _targets(landmarks: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
         closed[low] = -0.15 * gap
     # Targets in inter-ocular units; eyelid gaps are absolute, so convert them below.
     t["eyes_closed"] = {k: v / _iod(lm) for k, v in closed.items()}
+    # Winks: one eye closes, the other eye's lids are held where they are (explicit zero targets,
+    # full weight). iBUG 42..47 is the head's left eye (+x), 36..41 its right eye.
+    left = {k for pair in _UPPER_LIDS[2:] for k in pair}
+    right = {k for pair in _UPPER_LIDS[:2] for k in pair}
+    for name, shut, still in (("wink_left", left, right), ("wink_right", right, left)):
+        t[name] = {k: (t["eyes_closed"][k] if k in shut else np.zeros(3)) for k in sorted(shut | still)}
     centre = (lm[48] + lm[54]) / 2.0
     pucker: dict[int, np.ndarray] = {
         48: np.array([0.10, 0.0, 0.03]), 54: np.array([-0.10, 0.0, 0.03]),

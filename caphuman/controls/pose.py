@@ -95,3 +95,9 @@ def ypr_from_axis_angle(v: np.ndarray) -> tuple[float, float, float]:
 def jaw_axis_angle(jaw_degrees: float) -> np.ndarray:
     """Jaw joint rotation: opening (jaw > 0) rotates the chin down/back about the x axis."""
     return np.array([math.radians(jaw_degrees), 0.0, 0.0])
+
+
+def eye_axis_angle(eye_yaw: float, eye_pitch: float) -> np.ndarray:
+    """Eye joint rotation (both eyes): like the head's yaw / pitch, ``Ry(eye_yaw) Rx(-eye_pitch)``,
+    so eye_yaw > 0 turns the pupil toward the image's right and eye_pitch > 0 turns it up."""
+    return axis_angle_from_ypr(eye_yaw, eye_pitch, 0.0)

@@ -6,7 +6,9 @@ camera. Angles are in **degrees**.
 * ``yaw > 0`` turns the nose toward the image's right,
 * ``pitch > 0`` tilts the nose up,
 * ``roll > 0`` rotates the face clockwise as seen in the image,
-* ``jaw > 0`` opens the mouth (rotation of the jaw joint about the head's x axis).
+* ``jaw > 0`` opens the mouth (rotation of the jaw joint about the head's x axis),
+* ``eye_yaw > 0`` turns both eyes toward the image's right, ``eye_pitch > 0`` turns them up (gaze,
+  relative to the head; the eye joints 3 and 4 rotate like the head does for yaw / pitch).
 
 Placement is in the output frame's normalised coordinates: the frame's shorter side spans
 [-1, 1]; ``shift_x > 0`` moves the head right, ``shift_y > 0`` moves it up; ``scale`` is relative
@@ -34,7 +36,9 @@ EXPRESSION_CONTROLS: dict[str, tuple[float, float, str]] = {
     "mouth_open": (0.0, 1.0, "opens the mouth by rotating the jaw joint (1 = 25 degrees)"),
     "brow_raise": (-1.0, 1.0, "eyebrows up (negative: lowered)"),
     "brow_furrow": (0.0, 1.0, "inner eyebrows drawn together and down"),
-    "eyes_closed": (0.0, 1.0, "upper and lower eyelids meet at 1"),
+    "eyes_closed": (0.0, 1.0, "blink: upper and lower eyelids meet at 1"),
+    "wink_left": (0.0, 1.0, "closes the head's left eye only (the image's right at yaw 0)"),
+    "wink_right": (0.0, 1.0, "closes the head's right eye only (the image's left at yaw 0)"),
     "pucker": (0.0, 1.0, "lips pushed together and forward"),
 }
 
@@ -47,6 +51,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "pitch": (-60.0, 60.0),
     "roll": (-60.0, 60.0),
     "jaw": (-5.0, 40.0),
+    "eye_yaw": (-30.0, 30.0),
+    "eye_pitch": (-20.0, 20.0),
     "scale": (0.2, 4.0),
     "shift_x": (-2.0, 2.0),
     "shift_y": (-2.0, 2.0),
@@ -114,15 +120,17 @@ def _sh_rows(sh: Any) -> list[list]:
 
 @dataclass
 class Pose:
-    """Head rotation and jaw, degrees (see module docstring for the sign conventions)."""
+    """Head rotation, jaw and gaze, degrees (see module docstring for the sign conventions)."""
 
     yaw: float = 0.0
     pitch: float = 0.0
     roll: float = 0.0
     jaw: float = 0.0
+    eye_yaw: float = 0.0
+    eye_pitch: float = 0.0
 
     def validated(self) -> "Pose":
-        return Pose(**{k: _check_range(f"pose.{k}", getattr(self, k)) for k in ("yaw", "pitch", "roll", "jaw")})
+        return Pose(**{f.name: _check_range(f"pose.{f.name}", getattr(self, f.name)) for f in dataclasses.fields(self)})
 
 
 @dataclass

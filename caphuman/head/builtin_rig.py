@@ -19,6 +19,7 @@ SKIN = np.array([0.80, 0.62, 0.52])
 EXPRESSION_NAMES = (
     "smile", "frown", "pucker", "upper_lip_raise", "lower_lip_down", "lips_press", "cheek_raise",
     "brow_raise", "brow_furrow", "eyes_close", "squint", "nose_wrinkle", "cheek_puff", "mouth_stretch",
+    "eye_close_left", "eye_close_right",
 )
 SHAPE_NAMES = (
     "head_width", "head_length", "head_height", "face_length", "jaw_width", "chin", "nose_length",
@@ -243,7 +244,9 @@ def shape_components(m) -> np.ndarray:
 
 
 def expression_components(m, lm: np.ndarray) -> np.ndarray:
-    """(V, 3, 14) expression directions in ``EXPRESSION_NAMES`` order; +1 = moderate.
+    """(V, 3, 16) expression directions in ``EXPRESSION_NAMES`` order; +1 = moderate.
+
+    The last two close one eye each (the left one is the head's +x side), so winks are possible.
 
     Mouth components are continuous across the lip slit unless they are meant to part the lips
     (upper lip raise, lower lip down). Eyeballs never move (eye joints rotate them).
@@ -272,6 +275,9 @@ def expression_components(m, lm: np.ndarray) -> np.ndarray:
              + _push(v, _gauss(v, (0.0125, -0.016, 0.094), 0.008), (0, 0.0018, 0)))
     e.append(_push(v, _gauss(v, (0.045, -0.04, 0.055), 0.015), (0.0042, 0, 0.002)))
     e.append(_push(v, cg, (0.0042, -0.0005, -0.0012)))
+    closed = m.info["lids_closed"] - v
+    e.append(closed * (v[:, 0] > 0)[:, None])
+    e.append(closed * (v[:, 0] < 0)[:, None])
     out = np.stack(e, axis=2)
     out[(m.part == EYE_L) | (m.part == EYE_R)] = 0.0
     return out

@@ -41,9 +41,13 @@ def _specs() -> list[SliderSpec]:
         SliderSpec("pose.pitch", "Pitch (deg)", *r["pitch"], 1.0, "pose", "> 0 tilts the nose up"),
         SliderSpec("pose.roll", "Roll (deg)", *r["roll"], 1.0, "pose", "> 0 rotates clockwise"),
         SliderSpec("pose.jaw", "Jaw (deg)", *r["jaw"], 0.5, "pose", "opens the mouth"),
+        SliderSpec("pose.eye_yaw", "Gaze left/right (deg)", *r["eye_yaw"], 1.0, "pose",
+                   "> 0 turns the eyes to the image's right"),
+        SliderSpec("pose.eye_pitch", "Gaze up/down (deg)", *r["eye_pitch"], 1.0, "pose", "> 0 turns the eyes up"),
     ]
     for name, (lo, hi, meaning) in EXPRESSION_CONTROLS.items():
-        specs.append(SliderSpec(f"expr.{name}", name.replace("_", " ").capitalize(), lo, hi, 0.05, "expression", meaning))
+        label = "Eyes closed (blink)" if name == "eyes_closed" else name.replace("_", " ").capitalize()
+        specs.append(SliderSpec(f"expr.{name}", label, lo, hi, 0.05, "expression", meaning))
     specs += [
         SliderSpec("light.azimuth", "Light azimuth (deg)", *r["azimuth"], 1.0, "lighting", "0 = from the camera, +90 = from the right"),
         SliderSpec("light.elevation", "Light elevation (deg)", *r["elevation"], 1.0, "lighting", "+90 = from above"),

@@ -215,13 +215,21 @@ class StudioService:
 
     # ------------------------------------------------------------------ preview
     def preview(self, state: HeadState, frame: np.ndarray | None = None, size: int = PREVIEW_SIZE,
-                landmarks: bool = False) -> PreviewResult:
-        """Render a validated state over ``frame`` (uint8 square, resized to ``size``)."""
+                landmarks: bool = False, projection=None) -> PreviewResult:
+        """Render a validated state over ``frame`` (uint8 square, resized to ``size``).
+
+        ``projection`` (:meth:`photo_projection` of ``frame``): the preview shows the person's face
+        on the head, as the live head does; the hint stays exactly the same."""
         size = check_int("preview size", size, 64, 1024)
         backdrop = None if frame is None else reference_mod.resize_frame(frame, int(size))
+        texture = None
+        if projection is not None and frame is not None:
+            from caphuman.render.photo_texture import FaceTexture
+
+            texture = FaceTexture.from_projection(frame, projection)
         with self._render_lock:
             return self.pipeline.render(state, int(size), backdrop=backdrop, draw_landmarks=landmarks,
-                                        validate=False)
+                                        validate=False, texture=texture)
 
     def photo_projection(self, state: HeadState, frame: np.ndarray):
         """The reference photo projected onto the head fitted to it (the live head's face texture)."""

@@ -33,7 +33,7 @@
 
   function neutralState() {
     return { format: "caphuman.head_state/1", shape: [], expression: [], expression_controls: {},
-      pose: { yaw: 0, pitch: 0, roll: 0, jaw: 0 }, placement: { scale: 1, shift_x: 0, shift_y: 0 },
+      pose: { yaw: 0, pitch: 0, roll: 0, jaw: 0, eye_yaw: 0, eye_pitch: 0 }, placement: { scale: 1, shift_x: 0, shift_y: 0 },
       lighting: { azimuth: 0, elevation: 20, intensity: 0.8, ambient: 0.45, color: [1, 1, 1], sh: null }, albedo: [] };
   }
 
@@ -66,16 +66,20 @@
   }
   // Gradio mounts a tab's sliders only when the tab is first opened: the page keeps every value
   // (CH.values); a slider that appears is given the page's value, a mounted one is read.
-  const mounted = new WeakSet();
+  // Gradio can set a freshly mounted slider back to its own (stale) value a few frames after
+  // the page wrote it, so for SETTLE_MS after mounting the page's value wins.
+  const SETTLE_MS = 400;
+  const mounted = new WeakMap(); // element -> time it was first seen
   function readSliders() {
     let changed = false;
+    const now = performance.now();
     for (const spec of CH.specs) {
       const el = rangeOf(spec.key);
       if (!el) continue;
-      if (!mounted.has(el)) {
-        mounted.add(el);
+      if (!mounted.has(el)) mounted.set(el, now);
+      if (now - mounted.get(el) < SETTLE_MS) {
         const mine = CH.values[spec.key];
-        if (mine !== undefined && parseFloat(el.value) !== mine) { writeSlider(el, mine); continue; }
+        if (mine !== undefined) { if (parseFloat(el.value) !== mine) writeSlider(el, mine); continue; }
       }
       const v = parseFloat(el.value);
       if (!Number.isFinite(v)) continue;
@@ -151,7 +155,7 @@
   }
   function valueOf(s, spec) {
     const [group, name] = spec.key.split(".");
-    if (group === "pose") return s.pose[name];
+    if (group === "pose") return s.pose[name] || 0;
     if (group === "expr") return (s.expression_controls || {})[name] || 0;
     if (group === "light") return s.lighting[name];
     if (group === "place") return s.placement[name];
@@ -268,8 +272,9 @@
     // 2. joint rotations: global, neck, jaw, eyes
     const jaw = state.pose.jaw + h.jawPerOpen * (state.expression_controls.mouth_open || 0);
     const R = [ypr(state.pose.yaw, state.pose.pitch, state.pose.roll), rot(0, 0, 0), rot(jaw * D, 0, 0)];
-    const gaze = CH.gaze || [0, 0];
-    while (R.length < J) R.push(rot(gaze[1] * D * -1, gaze[0] * D, 0));
+    // eyes (joints 3, 4): caphuman/controls/pose.py eye_axis_angle = Ry(eye_yaw) Rx(-eye_pitch)
+    const eyes = ypr(state.pose.eye_yaw || 0, state.pose.eye_pitch || 0, 0);
+    while (R.length < J) R.push(eyes);
     // pose correctives
     if (h.posedirs) {
       const feat = [];
