@@ -7,6 +7,9 @@ what provably does not affect the result:
 * The UNet runs cond + uncond as ONE batch (skipped to cond only when ``guidance_scale == 1``).
 * Hint embedding and mask are computed once per call (they depend on neither t nor context).
 * Every conditioning tensor is expanded to ``num_images`` (the original fails for more than one).
+* A batch may mix requests: per-image prompts, negative prompts, hints, identities and generators
+  (``caphuman batch``); each image depends only on its own inputs and generator, so it equals the
+  image of a one-image call with the same inputs and seed.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from caphuman.face.clip_image import pil_clip_processor
 @dataclass
 class CapHumanOutput:
     """``images``: list of PIL images, or uint8 array (N, H, W, 3) for ``output_type="np"``, or
-    latents (N, 4, H/8, W/8) for ``output_type="latent"``. ``mask``: predicted face mask (1, 1, H/8, W/8)."""
+    latents (N, 4, H/8, W/8) for ``output_type="latent"``. ``mask``: predicted face mask (1 or N, 1, H/8, W/8)."""
 
     images: Any
     mask: torch.Tensor | None = None
@@ -97,12 +100,13 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return self.image_encoder(pixels).last_hidden_state
 
     def prepare_hint(self, hint, size: int | None = None) -> torch.Tensor:
-        """(9, H, W) or (1, 9, H, W) tensor/ndarray of raw render values -> (1, 9, H, W) on device. No rescaling."""
+        """(9, H, W) or (B, 9, H, W) tensor/ndarray of raw render values -> (B, 9, H, W) on device (B = 1 for a
+        3-d hint). No rescaling."""
         hint = torch.as_tensor(np.asarray(hint) if not torch.is_tensor(hint) else hint)
         if hint.ndim == 3:
             hint = hint[None]
-        if hint.ndim != 4 or hint.shape[:2] != (1, self.capface.config.conditioning_channels):
-            raise ValueError(f"hint must be (9, H, W) or (1, 9, H, W), got {tuple(hint.shape)}")
+        if hint.ndim != 4 or hint.shape[1] != self.capface.config.conditioning_channels:
+            raise ValueError(f"hint must be (9, H, W) or (B, 9, H, W), got {tuple(hint.shape)}")
         multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
         if hint.shape[-1] != hint.shape[-2] or hint.shape[-1] % multiple != 0:
             raise ValueError(f"hint must be square with a side divisible by {multiple}, got {tuple(hint.shape[-2:])}")
@@ -114,12 +118,12 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str,
+        prompt: str | list[str],
         hint,
         id_embedding: torch.Tensor,
         image_embeds: torch.Tensor | None = None,
         face_image: Image.Image | None = None,
-        negative_prompt: str = "",
+        negative_prompt: str | list[str] = "",
         num_images: int = 1,
         num_inference_steps: int = 20,
         guidance_scale: float = 7.0,
@@ -135,11 +139,14 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         Args:
             prompt / negative_prompt: text for the conditional / unconditional UNet branch ("" by default,
-                encoded as the 77-token empty string, not zeros).
-            hint: 9-channel render (9, H, W) or (1, 9, H, W), raw values, H = W = output size.
+                encoded as the 77-token empty string, not zeros); or a list of ``num_images`` texts, one per image.
+            hint: 9-channel render (9, H, W) or (1, 9, H, W), raw values, H = W = output size; or
+                (num_images, 9, H, W), one per image.
             id_embedding: (1, 512) or (N, 512) L2-normalised FaceNet embedding.
-            image_embeds: (1, 257, 1024) CLIP-vision tokens of the face-only image; or pass ``face_image``.
-            num_images: 1-8 images per call (different initial noise, same conditioning).
+            image_embeds: (1, 257, 1024) or (N, 257, 1024) CLIP-vision tokens of the face-only image; or pass
+                ``face_image``.
+            num_images: 1-8 images per call (different initial noise; the same conditioning unless per-image
+                prompts / hints / identities are given).
             guidance_scale: g in eps = eps_u + g (eps_c - eps_u); the uncond branch is skipped only at g == 1.
             strength: CapFace residual scale (all 13). tau: CapFace context is zeroed for t > tau (0 = never).
             eta: DDIM eta (ignored by schedulers without it). generator: seeds the initial noise (and eta noise).
@@ -152,8 +159,8 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         do_cfg = guidance_scale != 1.0
 
         # 1. Text context of the UNet: cond = prompt, uncond = negative prompt; one row per image.
-        cond_text = self.encode_text(prompt).expand(num_images, -1, -1)
-        uncond_text = self.encode_text(negative_prompt).expand(num_images, -1, -1) if do_cfg else None
+        cond_text = self._text_rows(prompt, num_images, "prompt")
+        uncond_text = self._text_rows(negative_prompt, num_images, "negative_prompt") if do_cfg else None
 
         # 2. CapFace context: [257 projected CLIP-vision tokens, 1 projected id token], same for both branches.
         if image_embeds is None:
@@ -167,8 +174,10 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if context.shape[0] != num_images:
             raise ValueError(f"id_embedding/image_embeds batch must be 1 or num_images={num_images}")
 
-        # 3. Hint embedding + face mask, once per call.
+        # 3. Hint embedding + face mask, once per call (one per image for per-image hints).
         hint = self.prepare_hint(hint)
+        if hint.shape[0] not in (1, num_images):
+            raise ValueError(f"hint batch must be 1 or num_images={num_images}, got {hint.shape[0]}")
         guided_hint, mask = self.capface.embed_hint(hint)
         guided_hint = guided_hint.expand(num_images, -1, -1, -1)
 
@@ -218,6 +227,17 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return CapHumanOutput(images=images, mask=mask)
 
     # ------------------------------------------------------------------ helpers
+    def _text_rows(self, text: str | list[str], num_images: int, name: str) -> torch.Tensor:
+        """(num_images, 77, D) text context: one text for every image, or one per image (each distinct
+        text encoded once, alone, so a row never depends on the other texts of the batch)."""
+        if isinstance(text, str):
+            return self.encode_text(text).expand(num_images, -1, -1)
+        texts = list(text)
+        if len(texts) != num_images:
+            raise ValueError(f"{name} must be one text or a list of num_images={num_images}, got {len(texts)}")
+        encoded = {t: self.encode_text(t) for t in dict.fromkeys(texts)}
+        return torch.cat([encoded[t] for t in texts])
+
     def _step_kwargs(self, generator, eta: float) -> dict:
         params = set(inspect.signature(self.scheduler.step).parameters)
         kwargs = {}
