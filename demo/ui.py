@@ -15,6 +15,7 @@ from caphuman.studio.generation import MAX_IMAGES, RESOLUTIONS, SCHEDULERS
 from caphuman.studio.service import StudioService
 from demo.api import add_api
 from demo.handlers import Handlers, new_session
+from demo.sweep import build_sweep_panel
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 CSS = """
@@ -130,6 +131,9 @@ def build_demo(service: StudioService) -> gr.Blocks:
                 gallery = gr.Gallery(label="Results (caption: seed · pose asked / estimated · identity similarity)", columns=4, height=320,
                                      elem_id="gallery")
 
+        build_sweep_panel(service, session, [sliders[s.key] for s in SLIDERS], dict(  # Sweep panel (demo/sweep.py)
+            prompt=prompt, negative=negative, steps=steps, guidance=guidance, strength=strength, tau=tau,
+            resolution=resolution, scheduler=scheduler, model=model, lora=lora, lora_scale=lora_scale))
         add_api(service)
 
         # ------------------------------------------------------------------ wiring
