@@ -87,16 +87,17 @@ class Summary:
     done: int
     failed: dict[str, str]
     stats: dict
+    ranks: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.done == self.total
 
     def line(self) -> str:
-        s = self.stats
-        text = (f"{self.done}/{self.total} jobs done ({s['jobs_already_done']} already, {s['jobs_done']} now"
-                + (f", {len(self.failed)} failed" if self.failed else "") + f"); {s['images']} images made")
-        return text
+        ranks = self.ranks or [self.stats]
+        already, now, images = (sum(r[k] for r in ranks) for k in ("jobs_already_done", "jobs_done", "images"))
+        return (f"{self.done}/{self.total} jobs done ({already} already, {now} now"
+                + (f", {len(self.failed)} failed" if self.failed else "") + f"); {images} images made")
 
 
 class Runner:
@@ -443,7 +444,7 @@ def run_batch(engine, jobs: list[Job], opts: RunOptions, dist: Dist | None = Non
         dist.barrier()  # nobody reads the manifest while rank 0 folds old parts in
         runner = Runner(engine, jobs, opts, dist, log)
         stats = runner.run()
-        dist.barrier()  # everyone's records are on disk
+        ranks = dist.all_gather(stats)  # also a barrier: everyone's records are on disk
         manifest = Manifest(out, dist.rank, dist.world)
         if dist.main:
             manifest.merge_parts()
@@ -452,7 +453,7 @@ def run_batch(engine, jobs: list[Job], opts: RunOptions, dist: Dist | None = Non
         done = sum(job_done(latest.get(j.id), j.fingerprint, out) for j in scope)
         failed = {j.id: latest[j.id].get("error") or "" for j in scope
                   if latest.get(j.id, {}).get("status") == "failed" and latest[j.id].get("fingerprint") == j.fingerprint}
-        return Summary(total=len(scope), done=done, failed=failed, stats=stats)
+        return Summary(total=len(scope), done=done, failed=failed, stats=stats, ranks=ranks)
     finally:
         lock.release()
 
