@@ -74,6 +74,7 @@ class Engine:
         self._analyses = _LRU(ANALYSIS_CACHE)
         self._identities = _LRU(IDENTITY_CACHE)
         self._lock = threading.Lock()
+        self.device = None  # the pipeline's execution device, found once (diffusers walks every module for it)
         self.timings = {"load": 0.0, "analysis": 0.0, "identity": 0.0, "render": 0.0, "pipeline": 0.0}
         self.pipeline_calls = 0
 
@@ -97,6 +98,7 @@ class Engine:
             self.pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=self.accel.load_dtype())
             configure_pipeline(self.pipe, self.accel)
         self.pipe.set_progress_bar_config(disable=True)
+        self.device = self.pipe._execution_device
         if self.identity is None:
             self.identity = identity_encoder_for(self.weights, device=self.accel.device)
         self.timings["load"] += time.perf_counter() - t0
@@ -149,18 +151,17 @@ class Engine:
         t0 = time.perf_counter()
         try:
             ident = self.identity.encode_identity(Image.fromarray(load_image(path)))
-            device = self.pipe._execution_device
             with torch.no_grad():
-                tokens = self.pipe.encode_face_image(ident.face_only_image)
-            return torch.as_tensor(ident.id_embedding).to(device), tokens
+                tokens = self.pipe.encode_face_image(ident.face_only_image, self.device)
+            return torch.as_tensor(ident.id_embedding).to(self.device), tokens
         finally:
             self.timings["identity"] += time.perf_counter() - t0
 
-    def hint(self, state, size: int, frame: np.ndarray | None = None) -> np.ndarray:
-        """(9, size, size) float32 hint of a validated ``state`` (drawn over ``frame``, as the CLI does)."""
+    def hint(self, state, size: int) -> np.ndarray:
+        """(9, size, size) float32 hint of a validated ``state`` (the array ``generate`` renders)."""
         t0 = time.perf_counter()
         try:
-            return self.head_pipeline.render(state, size, backdrop=frame, validate=False).hint
+            return self.head_pipeline.hint(state, size, validate=False)
         finally:
             self.timings["render"] += time.perf_counter() - t0
 
@@ -173,7 +174,7 @@ class Engine:
 
         self.configure(job)
         p = job.params
-        device = self.pipe._execution_device
+        device = self.device
         hints = torch.stack([torch.as_tensor(it["hint"]) for it in items])
         ids = torch.cat([it["reference"].id_embedding.to(device) for it in items])
         tokens = torch.cat([it["reference"].image_embeds.to(device) for it in items])

@@ -82,24 +82,25 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     # ------------------------------------------------------------------ conditioning encoders
     @torch.no_grad()
-    def encode_text(self, text: str) -> torch.Tensor:
-        """CLIP last hidden state (1, 77, D) of ``text``: padded to max length, truncated, no attention mask."""
+    def encode_text(self, text: str, device: torch.device | None = None) -> torch.Tensor:
+        """CLIP last hidden state (1, 77, D) of ``text``: padded to max length, truncated, no attention mask.
+        ``device``: the execution device when the caller knows it (finding it walks every module)."""
         ids = self.tokenizer(
             [text], padding="max_length", max_length=self.tokenizer.model_max_length,
             truncation=True, return_tensors="pt",
         ).input_ids
-        return self.text_encoder(ids.to(self._execution_device))[0]
+        return self.text_encoder(ids.to(device or self._execution_device))[0]
 
     @torch.no_grad()
-    def encode_face_image(self, face_only_image: Image.Image) -> torch.Tensor:
+    def encode_face_image(self, face_only_image: Image.Image, device: torch.device | None = None) -> torch.Tensor:
         """CLIP-vision ``last_hidden_state`` (1, 257, 1024) of the face-only reference image."""
         if self.image_encoder is None or self.feature_extractor is None:
             raise ValueError("pass image_embeds, or load the pipeline with image_encoder and feature_extractor")
         pixels = self.feature_extractor(images=face_only_image.convert("RGB"), return_tensors="pt").pixel_values
-        pixels = pixels.to(self._execution_device, dtype=self.image_encoder.dtype)
+        pixels = pixels.to(device or self._execution_device, dtype=self.image_encoder.dtype)
         return self.image_encoder(pixels).last_hidden_state
 
-    def prepare_hint(self, hint, size: int | None = None) -> torch.Tensor:
+    def prepare_hint(self, hint, size: int | None = None, device: torch.device | None = None) -> torch.Tensor:
         """(9, H, W) or (B, 9, H, W) tensor/ndarray of raw render values -> (B, 9, H, W) on device (B = 1 for a
         3-d hint). No rescaling."""
         hint = torch.as_tensor(np.asarray(hint) if not torch.is_tensor(hint) else hint)
@@ -112,7 +113,7 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(f"hint must be square with a side divisible by {multiple}, got {tuple(hint.shape[-2:])}")
         if size is not None and hint.shape[-1] != size:
             raise ValueError(f"hint side {hint.shape[-1]} != output size {size}")
-        return hint.to(self._execution_device, dtype=self.capface.dtype)
+        return hint.to(device or self._execution_device, dtype=self.capface.dtype)
 
     # ------------------------------------------------------------------ the algorithm
     @torch.no_grad()
@@ -153,20 +154,20 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             output_type: "pil", "np" (uint8 N×H×W×3) or "latent".
             callback: ``callback(step_index, timestep, latents)`` after every step.
         """
-        device = self._execution_device
+        device = self._execution_device  # once: diffusers finds it by walking every module (~10 ms on a CPU)
         if not 1 <= num_images <= 8:
             raise ValueError(f"num_images must be in 1..8, got {num_images}")
         do_cfg = guidance_scale != 1.0
 
         # 1. Text context of the UNet: cond = prompt, uncond = negative prompt; one row per image.
-        cond_text = self._text_rows(prompt, num_images, "prompt")
-        uncond_text = self._text_rows(negative_prompt, num_images, "negative_prompt") if do_cfg else None
+        cond_text = self._text_rows(prompt, num_images, "prompt", device)
+        uncond_text = self._text_rows(negative_prompt, num_images, "negative_prompt", device) if do_cfg else None
 
         # 2. CapFace context: [257 projected CLIP-vision tokens, 1 projected id token], same for both branches.
         if image_embeds is None:
             if face_image is None:
                 raise ValueError("pass image_embeds or face_image")
-            image_embeds = self.encode_face_image(face_image)
+            image_embeds = self.encode_face_image(face_image, device)
         id_embedding = torch.as_tensor(id_embedding).to(device)
         image_embeds = image_embeds.to(device)
         context = self.capface.encode_context(image_embeds, id_embedding)
@@ -175,7 +176,7 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(f"id_embedding/image_embeds batch must be 1 or num_images={num_images}")
 
         # 3. Hint embedding + face mask, once per call (one per image for per-image hints).
-        hint = self.prepare_hint(hint)
+        hint = self.prepare_hint(hint, device=device)
         if hint.shape[0] not in (1, num_images):
             raise ValueError(f"hint batch must be 1 or num_images={num_images}, got {hint.shape[0]}")
         guided_hint, mask = self.capface.embed_hint(hint)
@@ -227,15 +228,15 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return CapHumanOutput(images=images, mask=mask)
 
     # ------------------------------------------------------------------ helpers
-    def _text_rows(self, text: str | list[str], num_images: int, name: str) -> torch.Tensor:
+    def _text_rows(self, text: str | list[str], num_images: int, name: str, device=None) -> torch.Tensor:
         """(num_images, 77, D) text context: one text for every image, or one per image (each distinct
         text encoded once, alone, so a row never depends on the other texts of the batch)."""
         if isinstance(text, str):
-            return self.encode_text(text).expand(num_images, -1, -1)
+            return self.encode_text(text, device).expand(num_images, -1, -1)
         texts = list(text)
         if len(texts) != num_images:
             raise ValueError(f"{name} must be one text or a list of num_images={num_images}, got {len(texts)}")
-        encoded = {t: self.encode_text(t) for t in dict.fromkeys(texts)}
+        encoded = {t: self.encode_text(t, device) for t in dict.fromkeys(texts)}
         return torch.cat([encoded[t] for t in texts])
 
     def _step_kwargs(self, generator, eta: float) -> dict:
