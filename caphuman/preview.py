@@ -124,6 +124,18 @@ class HeadPreviewPipeline:
     def render(self, state: HeadState, size: int | tuple[int, int] = 512, backdrop: np.ndarray | None = None,
                draw_landmarks: bool = False, validate: bool = True) -> PreviewResult:
         """Render ``state`` at ``size`` (int or (H, W)); ``backdrop``: uint8 (H, W, 3) frame photo."""
+        posed, maps, H, W = self._rasterize(state, size, validate)
+        lm_px = to_pixel_space(posed.landmarks_ndc, H, W)[:, :2]
+        preview = compose_preview(maps.hint[6:9], maps.mask, backdrop, lm_px if draw_landmarks else None)
+        return PreviewResult(hint=maps.hint, preview=preview, maps=hint_to_images(maps.hint),
+                             mask=maps.mask, landmarks_px=lm_px, posed=posed)
+
+    def hint(self, state: HeadState, size: int | tuple[int, int] = 512, validate: bool = True) -> np.ndarray:
+        """Only the 9-channel hint (9, H, W) float32 -- what generation needs; the same array as
+        ``render(...).hint`` (the hint does not depend on the backdrop), without the preview pictures."""
+        return self._rasterize(state, size, validate)[1].hint
+
+    def _rasterize(self, state: HeadState, size, validate: bool):
         if validate:
             state = state.validated()
         H, W = (size, size) if isinstance(size, int) else size
@@ -134,10 +146,7 @@ class HeadPreviewPipeline:
         posed = self.pose(state)
         maps = render_hint(posed.vertices, posed.ndc, self.data.f, self.data.ft, self.data.vt,
                            self.albedo_map(state.albedo), self.light_coefficients(state), H, W)
-        lm_px = to_pixel_space(posed.landmarks_ndc, H, W)[:, :2]
-        preview = compose_preview(maps.hint[6:9], maps.mask, backdrop, lm_px if draw_landmarks else None)
-        return PreviewResult(hint=maps.hint, preview=preview, maps=hint_to_images(maps.hint),
-                             mask=maps.mask, landmarks_px=lm_px, posed=posed)
+        return posed, maps, H, W
 
     # ------------------------------------------------------------------ export
     def mesh(self, state: HeadState):

@@ -203,7 +203,7 @@ class Runner:
                 ref = self.engine.reference(job)
                 base = self._base(job, ref)
                 state = apply_values(base, cell.values) if cell.values else base
-                hint = self.engine.hint(state, job.resolution, ref.head.frame)
+                hint = self.engine.hint(state, job.resolution)
             except Exception as exc:  # noqa: BLE001 - one bad job must not stop a dataset run
                 if write:
                     msg = str(exc) if isinstance(exc, CapHumanError) else f"unexpected {type(exc).__name__}: {str(exc)[:300]}"
@@ -330,10 +330,13 @@ class Runner:
             overlap = self.opts.overlap if self.opts.overlap is not None else self.engine.accel.device == "cuda"
             self._bar = self._progress(total)
             t0 = time.perf_counter()
+            self.stats["loop_start_unix"] = time.time()
             try:
                 (self._run_overlapped if overlap else self._run_sequential)(batches)
             finally:
                 self.stats["loop_s"] = time.perf_counter() - t0
+                self.stats["loop_end_unix"] = time.time()
+                self.stats["overlap"] = overlap
                 if self._bar is not None:
                     self._bar.close()
                     self._bar = None
