@@ -317,10 +317,11 @@ def test_manifest_survives_a_cut_line_and_merges_once(tmp_path):
 
 
 def test_sweep_command(tiny_weights, tmp_path, capsys):
+    """The sweep command, through the overlapped loop (next batch prepared, last one written, in threads)."""
     out = tmp_path / "sweep"
     assert _main("sweep", "--weights", tiny_weights, "--reference", ASTRONAUT, "--prompt", "a portrait",
                  "--sweep", "yaw=-30:30:2", "--sweep", "smile=0,1", "--roll", "5", "--steps", "1", "--size", "64",
-                 "--seed", "9", "--device", "cpu", "--no-progress", "--out", out) == 0
+                 "--seed", "9", "--device", "cpu", "--no-progress", "--batch-size", "2", "--overlap", "--out", out) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1].startswith(str(out / "contact_sheet.png")) and "(2 x 2)" in printed[-1]
     pngs = sorted(p.name for p in out.glob("0*.png"))
