@@ -187,8 +187,8 @@ def throughput(args) -> dict:
             before = dict(engine.timings)
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            summary = run_batch(engine, jobfile.jobs, RunOptions(out=tmp / f"bs{bs}", batch_size=bs, progress=False),
-                                Dist())
+            summary = run_batch(engine, jobfile.jobs, RunOptions(out=tmp / f"bs{bs}", batch_size=bs, progress=False,
+                                                                 overlap=args.overlap), Dist())
             st = summary.stats
             pipe_s = engine.timings["pipeline"] - before["pipeline"]
             run = {"images": st["images"], "loop_s": round(st["loop_s"], 3),
@@ -220,6 +220,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="default: 20 with --gpu, else 2")
     p.add_argument("--batch-size", type=int, default=4, help="(CPU scaling) images per pipeline call (default 4)")
     p.add_argument("--batch-sizes", default="1,4,8", help="(throughput) default 1,4,8")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="(throughput) prepare the next batch while the pipeline runs (default: on CUDA)")
     args = p.parse_args(argv)
     gpu = args.gpu or args.throughput
     args.jobs = args.jobs or 64

@@ -90,6 +90,9 @@ class Engine:
         head = load_head(self.head_name)
         self.head_description = head.description
         self.head_pipeline = HeadPreviewPipeline(head.data)
+        from caphuman.controls.state import HeadState
+
+        self.head_pipeline.hint(HeadState(), 64)  # loads the renderer's compiled kernels now, not in the first job
         if self.pipe is None:
             if self.weights is None or not (self.weights / "model_index.json").is_file():
                 raise MissingWeightsError(f"no converted CapHuman weights in {self.weights} (model_index.json "
