@@ -18,7 +18,7 @@ from dataclasses import asdict
 import gradio as gr
 
 from caphuman.batch.contact_sheet import contact_sheet
-from caphuman.batch.sweep import SweepAxis, SweepSpec, apply_values, control_range, controls, format_value, label, slug
+from caphuman.batch.sweep import SweepAxis, SweepSpec, apply_values, control_range, controls, label, slug
 from caphuman.errors import InputError
 from caphuman.studio import serving
 from caphuman.studio.generation import GenerationParams
@@ -167,4 +167,4 @@ def build_sweep_panel(service: StudioService, session, values: list, gen: dict) 
             "downloads": downloads}
 
 
-__all__ = ["MAX_CELLS", "SweepHandlers", "build_sweep_panel", "default_range", "format_value", "sweep_spec"]
+__all__ = ["MAX_CELLS", "SweepHandlers", "build_sweep_panel", "default_range", "sweep_spec"]

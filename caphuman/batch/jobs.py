@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caphuman.batch.sweep import SweepSpec, check_control_value, control_path, format_value, label, slug
+from caphuman.batch.sweep import SweepSpec, check_control_value, control_path, label, slug
 from caphuman.controls.state import HeadState
 from caphuman.errors import CapHumanError, InputError
 
@@ -350,9 +350,4 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def describe_cell(job: Job, cell: Cell) -> str:
-    return f"{job.id}/{cell.stem}" + (f" ({label(cell.values)})" if cell.values else "")
-
-
-__all__ = ["Cell", "FIELDS", "Job", "JobFile", "LineError", "describe_cell", "format_value", "job_from_dict",
-           "parse_head", "parse_jobs"]
+__all__ = ["Cell", "FIELDS", "Job", "JobFile", "LineError", "job_from_dict", "parse_head", "parse_jobs"]
