@@ -72,6 +72,14 @@ class one_thread:
         torch.set_num_threads(self.n)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every in-process run here on one thread: like the worker processes, and a 2-thread pool on a busy
+    2-core machine stalls small ops badly."""
+    with one_thread():
+        yield
+
+
 def _records(out: Path) -> list[dict]:
     from caphuman.batch.manifest import read_records
 
@@ -97,7 +105,7 @@ def six(tmp_path_factory, tiny_weights):
     d = tmp_path_factory.mktemp("six")
     jobs = _write_jobs(d / "jobs.jsonl", SIX_JOBS)
     out = d / "out"
-    with one_thread():
+    with one_thread():  # (module fixtures run outside the autouse one)
         assert _main(*_batch_args(jobs, out, tiny_weights, "--batch-size", "4", "--stats-json", d / "stats.json")) == 0
     return jobs, out, json.loads((d / "stats.json").read_text())
 
@@ -185,8 +193,7 @@ def test_killed_run_resumes_every_job_done_once(tiny_weights, tmp_path):
     assert rc == 130 and "interrupted" in err and "Traceback" not in err
     assert len({r["job"] for r in _records(out)}) < 14, "the second run was not stopped half-way"
 
-    with one_thread():
-        assert _main(*args) == 0
+    assert _main(*args) == 0
     recs = _records(out)
     done = [r["job"] for r in recs if r["status"] == "done"]
     assert sorted(done) == [f"k{i:02d}" for i in range(14)]  # every job done, each exactly once

@@ -170,7 +170,7 @@ class Runner:
             if not left:
                 finished.append(job)
         if finished:  # every image there, the record missing (stopped between the two)
-            self.manifest.append([self._finalise(j) for j in finished])
+            self.manifest.append([r for r in map(self._finish, finished) if r is not None] + self._failure_records())
         batches = []
         for pack in packs:
             for batch in pack:
@@ -249,11 +249,7 @@ class Runner:
                 pending.remaining.discard(cell.index)
                 if not pending.remaining:
                     finished.append(job)
-        for job in finished:
-            try:
-                records.append(self._finalise(job))
-            except (OSError, CapHumanError, ValueError) as exc:
-                self._fail(job, f"finishing the job failed: {exc}")
+        records += [r for r in map(self._finish, finished) if r is not None]
         records += self._failure_records()
         self.manifest.append(records)
         self.stats["write_s"] += time.perf_counter() - t0
@@ -294,6 +290,14 @@ class Runner:
             except CapHumanError as exc:
                 side["checks"] = {"error": str(exc)}
         return side
+
+    def _finish(self, job: Job) -> dict | None:
+        """The done record, or None (the job is marked failed) when the contact sheet cannot be made."""
+        try:
+            return self._finalise(job)
+        except (OSError, CapHumanError, ValueError) as exc:
+            self._fail(job, f"finishing the job failed: {exc}")
+            return None
 
     def _finalise(self, job: Job) -> dict:
         """Contact sheet (sweeps), then the job's done record."""
