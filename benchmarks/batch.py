@@ -114,6 +114,7 @@ def cpu_scaling(args) -> dict:
         one = _run_cli(jobs, tmp / "one", weights, 1, args.batch_size, None)
         two = _run_cli(jobs, tmp / "two", weights, 2, args.batch_size, 1)
         one_bs1 = _run_cli(jobs, tmp / "one-bs1", weights, 1, 1, None)
+        one_t1 = _run_cli(jobs, tmp / "one-t1", weights, 1, args.batch_size, 1)
     s1, t1, st1 = _summary(one, args.jobs)
     s2, _, _ = _summary(two, args.jobs)
     s1b, t1b, st1b = _summary(one_bs1, args.jobs)
@@ -125,8 +126,14 @@ def cpu_scaling(args) -> dict:
     result["overhead"] = _overhead(st1[0], t1, args.jobs)
     result["single_process_batch_size_1"] = {"jobs_per_s_loop": s1b["jobs_per_s_loop"],
                                              "overhead": _overhead(st1b[0], t1b, args.jobs)}
-    result["note"] = ("2 cores shared with other work: timings are noisy; loop = first batch to last write (models "
-                      "loaded); end_to_end includes python start, imports, model load and photo analysis")
+    s1t, t1t, st1t = _summary(one_t1, args.jobs)
+    result["single_process_one_thread"] = {"jobs_per_s_loop": s1t["jobs_per_s_loop"],
+                                           "jobs_per_s_end_to_end": s1t["jobs_per_s_end_to_end"],
+                                           "overhead": _overhead(st1t[0], t1t, args.jobs)}
+    result["note"] = ("2 cores shared with other work: timings are noisy (a 2-thread torch pool on a busy 2-core "
+                      "machine stalls small ops, so the default-thread single process swings most); loop = first batch "
+                      "to last write (models loaded); end_to_end includes python start, imports, model load and "
+                      "photo analysis")
     return result
 
 
