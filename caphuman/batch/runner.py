@@ -16,8 +16,12 @@
    batch with something left runs whole (same rounding) and writes only what is missing.
 4. **Run** each batch: prepare (reference analysis and identity from the per-photo cache, head state,
    hint), one pipeline call, write (PNG then sidecar, each atomically; a job whose last image is written
-   gets its contact sheet, for a sweep, and its manifest record). With ``overlap`` (default on CUDA) the
-   next batch is prepared and the previous one written in two helper threads while the GPU runs.
+   gets its contact sheet, for a sweep, and its manifest record). Writing happens in a helper thread
+   while the next batch runs. With ``overlap`` the next batch is also prepared in a helper thread while
+   the pipeline runs: by default on CUDA, and on a CPU only when torch runs one thread (as under torchrun
+   / accelerate launch) -- with more, the head posing sets torch's (process-wide) thread count to one for
+   a moment (``caphuman.preview._single_thread``), which could change the rounding of a pipeline call
+   running at the same time (thread count changes CPU rounding), making images depend on timing.
 
 The models are loaded only when there is something to generate, so a finished run re-runs in seconds.
 """
@@ -56,8 +60,9 @@ SIDECAR_FORMAT = "caphuman.batch_image/1"
 class RunOptions:
     """``out``: output folder; ``batch_size``: images per pipeline call (1-8); ``check``: pose / identity
     check of every image into its sidecar (a face detection and fit per image); ``durable``: fsync every
-    image and sidecar (power-cut safe; the manifest is always fsynced); ``overlap``: prepare / write in
-    helper threads while the pipeline runs (None: on CUDA only); ``flat``: one job's files directly in
+    image and sidecar (power-cut safe; the manifest is always fsynced); ``overlap``: prepare the next
+    batch in a helper thread while the pipeline runs (None: on CUDA, or with one torch thread; writes
+    always overlap); ``flat``: one job's files directly in
     ``out`` (the ``sweep`` command) instead of ``out/<job id>/``; ``run_info``: weights, device, dtype...
     for the sidecars."""
 
@@ -331,12 +336,12 @@ class Runner:
         if batches:
             if self.engine.pipe is None or self.engine.head_pipeline is None:
                 self.engine.load(log=self.log if self.dist.main else None)
-            overlap = self.opts.overlap if self.opts.overlap is not None else self.engine.accel.device == "cuda"
+            overlap = self.opts.overlap if self.opts.overlap is not None else self._prefetch_is_safe()
             self._bar = self._progress(total)
             t0 = time.perf_counter()
             self.stats["loop_start_unix"] = time.time()
             try:
-                (self._run_overlapped if overlap else self._run_sequential)(batches)
+                self._loop(batches, prefetch=overlap)
             finally:
                 self.stats["loop_s"] = time.perf_counter() - t0
                 self.stats["loop_end_unix"] = time.time()
@@ -353,29 +358,38 @@ class Runner:
         self.stats["failed"] = dict(self.failed)
         return self.stats
 
-    def _run_sequential(self, batches) -> None:
-        for batch in batches:
-            items, dropped = self.prepare(batch)
-            self.write(items, self.generate(items), dropped)
+    def _prefetch_is_safe(self) -> bool:
+        """Default of ``overlap``: on CUDA, and on a CPU when torch runs one thread (as under torchrun /
+        accelerate launch): then the head posing never switches torch's thread count under a running
+        pipeline call (see the module docstring)."""
+        import torch
 
-    def _run_overlapped(self, batches) -> None:
-        prep = ThreadPoolExecutor(1, thread_name_prefix="caphuman-prepare")
+        return self.engine.accel.device == "cuda" or torch.get_num_threads() == 1
+
+    def _loop(self, batches, prefetch: bool) -> None:
+        """prepare -> generate -> write; batch k is written in a helper thread while batch k + 1 runs (at most
+        one batch waiting); with ``prefetch`` batch k + 1 is also prepared while batch k runs."""
+        prep = ThreadPoolExecutor(1, thread_name_prefix="caphuman-prepare") if prefetch else None
         writer = ThreadPoolExecutor(1, thread_name_prefix="caphuman-write")
         written = None
         try:
-            upcoming = prep.submit(self.prepare, batches[0])
-            for i in range(len(batches)):
-                items, dropped = upcoming.result()
-                if i + 1 < len(batches):
-                    upcoming = prep.submit(self.prepare, batches[i + 1])
+            upcoming = prep.submit(self.prepare, batches[0]) if prep else None
+            for i, batch in enumerate(batches):
+                if prep:
+                    items, dropped = upcoming.result()
+                    if i + 1 < len(batches):
+                        upcoming = prep.submit(self.prepare, batches[i + 1])
+                else:
+                    items, dropped = self.prepare(batch)
                 images = self.generate(items)
                 if written is not None:
-                    written.result()  # at most one batch waiting to be written
+                    written.result()
                 written = writer.submit(self.write, items, images, dropped)
             if written is not None:
                 written.result()
         finally:
-            prep.shutdown(wait=True, cancel_futures=True)
+            if prep:
+                prep.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True, cancel_futures=True)
 
     def _progress(self, total: int):

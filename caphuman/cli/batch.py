@@ -51,9 +51,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, head: bool = True) -> Non
     r.add_argument("--durable", action="store_true",
                    help="fsync every image and sidecar (survives a power cut; the manifest is always fsynced)")
     r.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
-                   help="prepare the next batch (hints) while the pipeline runs (default: on CUDA; on a CPU it "
-                        "competes for the cores and can change float rounding, so images may vary by a step "
-                        "between runs); writing always overlaps")
+                   help="prepare the next batch (hints) while the pipeline runs (default: on CUDA, and on a CPU "
+                        "when torch runs one thread, e.g. under torchrun; forced on a CPU with more threads, images "
+                        "may vary by a rounding step between runs); writing always overlaps")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--stats-json", metavar="PATH", default=None,
                    help="write this process's timings as JSON (several processes: PATH.rankR.json)")
