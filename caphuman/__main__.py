@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("caphuman.cli.analyze", "detect the face in a photo and fit the head to it"),
     "doctor": ("caphuman.cli.doctor", "list which model files are present or missing"),
     "generate": ("caphuman.cli.generate", "generate portraits from a reference photo and a prompt"),
+    "sweep": ("caphuman.cli.sweep", "a contact sheet: one person, prompt and seed across a range of a head control"),
+    "batch": ("caphuman.cli.batch", "run a JSONL file of jobs (resumable; several GPUs with accelerate launch)"),
     "convert": ("caphuman.cli.convert", "convert caphuman.ckpt + an SD1.5 backbone to a diffusers folder"),
     "download": ("caphuman.cli.download", "download the public weights into checkpoints/"),
     "install-flame": ("caphuman.cli.install_flame",

@@ -130,16 +130,7 @@ class HeadPreviewPipeline:
         shows the person's face on the head (and the backdrop undimmed), like the studio's live
         head. It changes only ``preview``: the hint and the maps are the same with or without it.
         """
-        if validate:
-            state = state.validated()
-        H, W = (size, size) if isinstance(size, int) else size
-        if not (8 <= H <= MAX_SIZE and 8 <= W <= MAX_SIZE):
-            from caphuman.errors import InputError
-
-            raise InputError(f"render size must be between 8 and {MAX_SIZE} pixels, got {H}x{W}")
-        posed = self.pose(state)
-        maps = render_hint(posed.vertices, posed.ndc, self.data.f, self.data.ft, self.data.vt,
-                           self.albedo_map(state.albedo), self.light_coefficients(state), H, W)
+        state, posed, maps, H, W = self._rasterize(state, size, validate)
         lm_px = to_pixel_space(posed.landmarks_ndc, H, W)[:, :2]
         shaded, dim = maps.hint[6:9], PHOTO_DIM
         if texture is not None:
@@ -151,6 +142,25 @@ class HeadPreviewPipeline:
         preview = compose_preview(shaded, maps.mask, backdrop, lm_px if draw_landmarks else None, dim=dim)
         return PreviewResult(hint=maps.hint, preview=preview, maps=hint_to_images(maps.hint),
                              mask=maps.mask, landmarks_px=lm_px, posed=posed)
+
+    def hint(self, state: HeadState, size: int | tuple[int, int] = 512, validate: bool = True) -> np.ndarray:
+        """Only the 9-channel hint (9, H, W) float32 -- what generation needs; the same array as
+        ``render(...).hint`` (the hint does not depend on the backdrop), without the preview pictures."""
+        return self._rasterize(state, size, validate)[2].hint
+
+    def _rasterize(self, state: HeadState, size, validate: bool):
+        """(validated state, posed head, render maps, H, W)."""
+        if validate:
+            state = state.validated()
+        H, W = (size, size) if isinstance(size, int) else size
+        if not (8 <= H <= MAX_SIZE and 8 <= W <= MAX_SIZE):
+            from caphuman.errors import InputError
+
+            raise InputError(f"render size must be between 8 and {MAX_SIZE} pixels, got {H}x{W}")
+        posed = self.pose(state)
+        maps = render_hint(posed.vertices, posed.ndc, self.data.f, self.data.ft, self.data.vt,
+                           self.albedo_map(state.albedo), self.light_coefficients(state), H, W)
+        return state, posed, maps, H, W
 
     # ------------------------------------------------------------------ export
     def mesh(self, state: HeadState):

@@ -17,6 +17,7 @@ from caphuman.studio.service import StudioService
 from demo.api import add_api
 from demo.handlers import Handlers, new_session
 from demo.inline_image import inline
+from demo.sweep import build_sweep_panel
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -197,6 +198,9 @@ def build_demo(service: StudioService) -> gr.Blocks:
                 gallery = gr.Gallery(label="Results (caption: seed · pose asked / estimated · identity similarity)",
                                      columns=3, height="auto", object_fit="contain", elem_id="gallery")
 
+        build_sweep_panel(service, session, state_in, WITH_STATE, dict(  # Sweep panel (demo/sweep.py)
+            prompt=prompt, negative=negative, steps=steps, guidance=guidance, strength=strength, tau=tau,
+            resolution=resolution, scheduler=scheduler, model=model, lora=lora, lora_scale=lora_scale))
         add_api(service)
 
         # ------------------------------------------------------------------ wiring
