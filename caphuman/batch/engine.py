@@ -82,7 +82,7 @@ class Engine:
     def load(self, log=None) -> "Engine":
         from caphuman.conditioning import identity_encoder_for
         from caphuman.diffusion.acceleration import configure_pipeline
-        from caphuman.diffusion.pipeline import CapHumanPipeline
+        from caphuman.diffusion.loading import load_pipeline
         from caphuman.head.resolve import load_head
         from caphuman.preview import HeadPreviewPipeline
 
@@ -98,7 +98,7 @@ class Engine:
                 raise MissingWeightsError(f"no converted CapHuman weights in {self.weights} (model_index.json "
                                           "missing); run `python -m caphuman download all` or `python -m caphuman "
                                           "convert ...`")
-            self.pipe = CapHumanPipeline.from_pretrained(str(self.weights), dtype=self.accel.load_dtype())
+            self.pipe = load_pipeline(self.weights, self.accel.load_dtype())  # names a broken file
             configure_pipeline(self.pipe, self.accel)
         self.pipe.set_progress_bar_config(disable=True)
         self.device = self.pipe._execution_device
