@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 from caphuman.errors import InputError, MissingWeightsError, UnsafePickleError
 from caphuman.head.flame_files import load_flame, read_obj_uv

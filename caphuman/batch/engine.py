@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from caphuman.errors import MissingWeightsError
 
 #: Reference analyses / identities kept (frames are size x size x 3 uint8; CLIP tokens ~1 MB each).
 ANALYSIS_CACHE = 64
@@ -82,7 +81,7 @@ class Engine:
     def load(self, log=None) -> "Engine":
         from caphuman.conditioning import identity_encoder_for
         from caphuman.diffusion.acceleration import configure_pipeline
-        from caphuman.diffusion.loading import load_pipeline
+        from caphuman.diffusion.loading import load_pipeline, require_converted
         from caphuman.head.resolve import load_head
         from caphuman.preview import HeadPreviewPipeline
 
@@ -94,10 +93,7 @@ class Engine:
 
         self.head_pipeline.hint(HeadState(), 64)  # loads the renderer's compiled kernels now, not in the first job
         if self.pipe is None:
-            if self.weights is None or not (self.weights / "model_index.json").is_file():
-                raise MissingWeightsError(f"no converted CapHuman weights in {self.weights} (model_index.json "
-                                          "missing); run `python -m caphuman download all` or `python -m caphuman "
-                                          "convert ...`")
+            require_converted(self.weights)
             self.pipe = load_pipeline(self.weights, self.accel.load_dtype())  # names a broken file
             configure_pipeline(self.pipe, self.accel)
         self.pipe.set_progress_bar_config(disable=True)

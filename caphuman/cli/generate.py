@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from caphuman.cli.head_args import add_head_arguments, add_reference_arguments, state_from_args
-from caphuman.errors import InputError, MissingWeightsError
+from caphuman.errors import InputError
 from caphuman.validation import MAX_SEED
 
 
@@ -146,10 +146,9 @@ def run(args) -> int:
     accel = _acceleration(args)
     from caphuman.weights.download import resolve_weights
 
-    weights = resolve_weights(args.weights)
-    if not (weights / "model_index.json").is_file():
-        raise MissingWeightsError(f"no converted CapHuman weights in {weights} (model_index.json missing); run "
-                                  "`python -m caphuman download all` or `python -m caphuman convert ...`")
+    from caphuman.diffusion.loading import require_converted
+
+    weights = require_converted(resolve_weights(args.weights))
     reference = _open_image(args.reference)
     state = checker = None
     if args.hint:

@@ -109,6 +109,15 @@ def _check_safetensors(folder: Path, path: Path) -> None:
         raise _broken(folder, f"{rel} is truncated or not a safetensors file ({detail})") from None
 
 
+def require_converted(folder: str | Path | None) -> Path:
+    """``folder`` when it holds a converted CapHuman pipeline (``model_index.json``), else a
+    :class:`MissingWeightsError` saying how to make one (cheap: no file is read)."""
+    if folder is None or not (Path(folder) / "model_index.json").is_file():
+        raise MissingWeightsError(f"no converted CapHuman weights in {folder} (model_index.json missing); run "
+                                  "`python -m caphuman download all` or `python -m caphuman convert ...`")
+    return Path(folder)
+
+
 def load_pipeline(folder: str | Path, dtype=None):
     """``CapHumanPipeline.from_pretrained(folder, dtype=dtype)`` with the checks above; any failure
     is a :class:`BrokenWeightsError` naming the damaged file (or a :class:`MissingWeightsError`)."""
