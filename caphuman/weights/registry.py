@@ -239,6 +239,6 @@ def where_to_get(key: str) -> str:
     if w.gated:
         return f"licence-gated, never downloaded automatically: get it from {w.manual_url} and put it at checkpoints/{w.path}"
     if w.downloadable:
-        return f"python -m caphuman download {key}  ({w.source})"
+        return f"run `python -m caphuman download {key}` ({w.source})"
     return f"download {w.manual_url} to checkpoints/{w.path}"
 

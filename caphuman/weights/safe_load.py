@@ -26,11 +26,10 @@ def missing_message(path: Path, key: str | None) -> str:
     """One line saying which file is missing and where to get it (from the registry)."""
     if key is None:
         return f"{path}: model file not found"
-    from caphuman.weights.registry import REGISTRY
+    from caphuman.weights.registry import REGISTRY, where_to_get
 
     w = REGISTRY[key]
-    where = w.manual_url or (f"huggingface.co/{w.hub_repo}" if w.hub_repo else "see the doctor")
-    return f"{path}: {w.description} not found (needed for {w.needed_for}); get it from {where}"
+    return f"{path}: {w.description} not found (needed for {w.needed_for}); {where_to_get(key)}"
 
 
 def _first_line(exc: BaseException) -> str:
