@@ -90,8 +90,9 @@ def _checksum_text(w: WeightFile, recorded: dict) -> str:
 
 
 def plan(target: str = "all", root: str | os.PathLike | None = None) -> list[PlanRow]:
-    """What ``download TARGET`` would do, file by file, touching no network. For ``all`` the
-    licence-gated files are listed too, as ``manual``."""
+    """What ``download TARGET`` would do, file by file, touching no network and hashing nothing
+    ("present": on disk; ``download`` re-checks checksums, ``doctor --verify`` too). For ``all``
+    the licence-gated files are listed too, as ``manual``."""
     root = Path(root) if root else checkpoints_root()
     keys = list(target_keys(target))
     if target == "all":
@@ -108,7 +109,7 @@ def plan(target: str = "all", root: str | os.PathLike | None = None) -> list[Pla
             if path.exists():
                 action, why = "present", "supplied by you (" + why.split(":")[0] + ")"
         else:
-            action = "present" if local_ok(w, path) else "download"
+            action = "present" if local_ok(w, path, verify=False) else "download"  # fast: no hashing
             source = mirrored(w.url) if (w.url and not w.hub_repo) else w.source
             why = w.notice or ""
         rows.append(PlanRow(key, path, action, source, _size_text(w), _checksum_text(w, record.get(key, {})),
