@@ -36,7 +36,7 @@ PRIOR = {"shape": 0.004, "expression": 0.006, "control": 0.002, "yaw_pitch": 0.0
 #: Units of the priors: a coefficient's std, 60 degrees of yaw/pitch, 20 of jaw, 30 of gaze.
 PRIOR_UNIT = {"yaw_pitch": 60.0, "jaw": 20.0, "eyes": 30.0}
 #: soft-L1 scale: residuals beyond this share of the face height count linearly, not squared.
-ROBUST_SCALE = 0.012
+ROBUST_SCALE = 0.03
 #: Second pass: drop points whose surface normal points away from the camera (z below this).
 MIN_FACING = 0.05
 

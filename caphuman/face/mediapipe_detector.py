@@ -7,6 +7,9 @@ downloaded. Two stages, so that small and off-centre faces are found as well as 
    and scores on the photo (downscaled to at most :data:`DETECT_SIDE` pixels);
 2. each box is cut out as a square :data:`CROP_MARGIN` x its size, resized to :data:`MESH_SIDE` and
    given to the face mesh (refined: 478 points), whose points are mapped back to photo pixels.
+   The mesh also runs on the mirrored crop, and each point is averaged with its mirror partner's
+   point from there: the network's own left/right bias cancels, so a mirrored photo gives exactly
+   the mirrored points (and the fit the negated yaw and roll).
 
 When the detector finds nothing, the face mesh's own (short-range) detector gets the whole photo.
 
@@ -136,10 +139,31 @@ class MediaPipeDetector:
         if not res:
             return None
         pts = _points(res[0], MESH_SIDE, MESH_SIDE)
+        pts = self._mirror_average(crop, pts)
         # crop pixel (continuous, origin top-left) -> photo pixel
         pts[:, :2] = pts[:, :2] / k + np.array([x0, y0])
         pts[:, 2] /= k
         return pts
+
+    def _mirror_average(self, crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """Average ``pts`` with the mirrored crop's points (un-mirrored, re-indexed by partner)."""
+        from caphuman.face.mesh_embedding import mediapipe_mirror
+
+        mirror = mediapipe_mirror()
+        if mirror is None:
+            return pts
+        res = self._mesh.process(np.ascontiguousarray(crop[:, ::-1])).multi_face_landmarks
+        if not res:
+            return pts
+        back = _points(res[0], crop.shape[1], crop.shape[0])
+        back[:, 0] = crop.shape[1] - back[:, 0]
+        known = mirror >= 0
+        back = back[np.maximum(mirror, 0)]
+        if np.median(np.linalg.norm(back[known, :2] - pts[known, :2], axis=1)) > 0.05 * crop.shape[1]:
+            return pts  # the mirrored crop found another face: keep the direct points
+        out = pts.copy()
+        out[known] = (pts[known] + back[known]) / 2.0
+        return out
 
     def _whole_image_meshes(self, rgb) -> list[Face]:
         h, w = rgb.shape[:2]

@@ -20,13 +20,14 @@ Model space: metres, x toward the head's left (image right at yaw 0), y up, z ou
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from caphuman.face.mediapipe_detector import NUM_POINTS
+from caphuman.face.mediapipe_detector import NUM_MESH, NUM_POINTS
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "head" / "builtin_mediapipe.npz"
 #: Calibration views: yaw x pitch grid (degrees).
@@ -35,6 +36,14 @@ CAL_PITCHES = (-12.0, 0.0, 12.0)
 CAL_SIZE = 512
 #: A view votes for a point where the surface normal's component toward the camera is at least this.
 MIN_FACING = 0.2
+#: Calibration views with the mouth open (jaw degrees at yaw, pitch 0): the inner-lip points are
+#: placed from these only (with closed lips both inner contours collapse onto the seam).
+CAL_OPEN_JAWS = (12.0, 20.0)
+CAL_OPEN_YAWS = (-15.0, 0.0, 15.0)
+#: MediaPipe's inner lip contour (facts of its mesh topology): upper lip, lower lip; the corners
+#: (78, 308) belong to neither.
+INNER_UPPER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415)
+INNER_LOWER_LIP = (95, 88, 178, 87, 14, 317, 402, 318, 324)
 #: Trust of the face-oval points (MediaPipe puts them on the silhouette, which slides over the
 #: surface as the head turns) relative to interior points.
 OVAL_WEIGHT = 0.25
@@ -43,7 +52,8 @@ OVAL_WEIGHT = 0.25
 @dataclass
 class MeshEmbedding:
     """``faces`` (478,) int64 triangle ids, ``bary`` (478, 3), ``weight`` (478,) in [0, 1],
-    ``mirror`` (478,) index of each point's left/right counterpart, ``model_key``: the head
+    ``mirror`` (478,) index of each point's left/right counterpart (itself on the midline, -1 when
+    unknown), ``model_key``: the head
     model's geometry hash the embedding belongs to, ``source``: how it was made."""
 
     faces: np.ndarray
@@ -92,6 +102,85 @@ def _base_weights() -> np.ndarray:
     w = np.ones(NUM_POINTS)
     w[sorted(_oval_indices())] = OVAL_WEIGHT
     return w
+
+
+@functools.lru_cache(maxsize=1)
+def _eye_contour_indices() -> frozenset[int]:
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE
+
+    return frozenset(i for e in FACEMESH_LEFT_EYE | FACEMESH_RIGHT_EYE for i in e)
+
+
+def triangle_parts(data) -> dict[str, set[int]]:
+    """Triangles by what moves them: "eyeball" (mostly eye joints 3, 4), "jaw" (joint 2), "skin"
+    (not eyeball), "upper" (neither), from the model's own skinning weights (FLAME's joint layout),
+    and "lid": skin triangles that the eyes-closed slider moves (:func:`_lid_triangles`)."""
+    w = np.asarray(data.weights, np.float64)
+    f = np.asarray(data.f, np.int64)
+    wt = w[f].mean(axis=1)  # (F, J)
+    top = np.argmax(wt, axis=1)
+    eyes = (top == 3) | (top == 4) if wt.shape[1] > 4 else np.zeros(len(f), bool)
+    jaw = (wt[:, 2] > 0.5) & ~eyes if wt.shape[1] > 2 else np.zeros(len(f), bool)
+    return {"eyeball": set(np.flatnonzero(eyes).tolist()), "jaw": set(np.flatnonzero(jaw).tolist()),
+            "skin": set(np.flatnonzero(~eyes).tolist()),
+            "upper": set(np.flatnonzero(~eyes & ~jaw).tolist()),
+            "lid": _lid_triangles(data) - set(np.flatnonzero(eyes).tolist())}
+
+
+#: A triangle is on an eyelid when the eyes-closed slider moves it at least this share of the largest move.
+LID_MOTION = 0.3
+
+
+def _lid_triangles(data) -> set[int]:
+    """Triangles the model's eyes-closed slider moves (its lids), through the expression basis."""
+    from caphuman.controls.expressions import ExpressionSolver
+
+    lm = _template_landmarks(data)
+    S = int(data.num_shape)
+    dirs = np.asarray(data.shapedirs, np.float64)[:, :, S:]
+    if dirs.shape[2] == 0:
+        return set()
+    tri = np.asarray(data.f)[np.asarray(data.full_lmk_faces_idx)]
+    basis = np.einsum("lk,lkce->lce", np.asarray(data.full_lmk_bary_coords, np.float64), dirs[tri])
+    d = ExpressionSolver.for_model(lm, basis).directions.get("eyes_closed")
+    if d is None:
+        return set()
+    move = np.linalg.norm(dirs @ d, axis=1)  # (V,) metres at eyes_closed = 1
+    if move.max() <= 0:
+        return set()
+    moving = move >= LID_MOTION * move.max()
+    return set(np.flatnonzero(moving[np.asarray(data.f)].all(axis=1)).tolist())
+
+
+def allowed_part(k: int) -> str:
+    """Which triangles MediaPipe point ``k`` may lie on: the iris on the eyeballs, the lower inner
+    lip on the jaw, the upper inner lip off it, every other point on the skin (never the eyeballs:
+    an eyelid point must move with the lid, not with the gaze: the eye contours lie on the lids)."""
+    if k >= NUM_MESH:
+        return "eyeball"
+    if k in INNER_LOWER_LIP:
+        return "jaw"
+    if k in INNER_UPPER_LIP:
+        return "upper"
+    return "skin"
+
+
+def _snap_by_part(data, P: np.ndarray, which: np.ndarray, parts=None):
+    """(faces, bary) of the closest allowed surface point for each point ``P[i]`` of index ``which[i]``."""
+    parts = parts or triangle_parts(data)
+    V = np.asarray(data.v_template, np.float64)
+    faces = np.zeros(len(P), np.int64)
+    bary = np.zeros((len(P), 3))
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(which):
+        name = allowed_part(int(k))
+        if not parts.get(name):
+            name = "skin"
+        groups.setdefault(name, []).append(i)
+    for name, rows in groups.items():
+        rows = np.asarray(rows)
+        faces[rows], bary[rows] = _closest_on_surface(V, data.f, P[rows], allowed=parts[name])
+    return faces, bary
 
 
 # ----------------------------------------------------------------------------- surface helpers
@@ -151,15 +240,25 @@ def _closest_bary(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
     return out
 
 
-def _mirror_pairs(P: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Index of each point's mirror image (x -> -x) among the valid points (itself on the midline)."""
+def _mirror_pairs(P: np.ndarray, valid: np.ndarray, midline: float = 0.002) -> np.ndarray:
+    """Index of each point's mirror image (x -> -x): itself within ``midline`` metres of x = 0,
+    else the nearest valid point on the other side, kept only where the pairing is mutual;
+    -1 where there is none (invalid points, one-sided matches)."""
     from scipy.spatial import cKDTree
 
-    idx = np.flatnonzero(valid)
-    tree = cKDTree(P[idx])
-    _, j = tree.query(P * np.array([-1.0, 1.0, 1.0]))
-    mirror = idx[j]
-    mirror[~valid] = np.flatnonzero(~valid)
+    n = len(P)
+    mirror = np.full(n, -1, np.int64)
+    mid = valid & (np.abs(P[:, 0]) < midline)
+    mirror[mid] = np.flatnonzero(mid)
+    side = valid & ~mid
+    idx = np.flatnonzero(side)
+    if len(idx) >= 2:
+        _, j = cKDTree(P[idx]).query(P[idx] * np.array([-1.0, 1.0, 1.0]))
+        cand = idx[j]
+        ok = np.sign(P[cand, 0]) != np.sign(P[idx, 0])
+        mirror[idx[ok]] = cand[ok]
+    bad = (mirror >= 0) & (mirror[np.maximum(mirror, 0)] != np.arange(n))
+    mirror[bad] = -1
     return mirror
 
 
@@ -176,36 +275,39 @@ def calibrate(pipeline, detector=None, yaws=CAL_YAWS, pitches=CAL_PITCHES, size:
     f = np.asarray(data.f, np.int64)
     V0 = np.asarray(data.v_template, np.float64)
     samples: list[list[tuple]] = [[] for _ in range(NUM_POINTS)]
-    for yaw in yaws:
-        for pitch in pitches:
-            state = HeadState(pose=Pose(yaw=yaw, pitch=pitch))
-            res = pipeline.render(state, size)
-            faces = det.detect(res.preview)
-            if not faces or faces[0].mesh is None:
+    inner = set(INNER_UPPER_LIP) | set(INNER_LOWER_LIP)
+    views = [(y, p, 0.0) for y in yaws for p in pitches] + [(y, 0.0, j) for j in CAL_OPEN_JAWS for y in CAL_OPEN_YAWS]
+    for yaw, pitch, jaw in views:
+        state = HeadState(pose=Pose(yaw=yaw, pitch=pitch, jaw=jaw))
+        res = pipeline.render(state, size)
+        faces = det.detect(res.preview)
+        if not faces or faces[0].mesh is None:
+            continue
+        mesh = faces[0].mesh
+        px = to_pixel_space(res.posed.ndc, size, size)[:, :2]  # pixel centres at integers
+        _, _, maps, _, _ = pipeline._rasterize(state, size, True)
+        fid = maps.raster.face_idx
+        verts = res.posed.vertices.astype(np.float64)
+        nrm = np.cross(verts[f[:, 1]] - verts[f[:, 0]], verts[f[:, 2]] - verts[f[:, 0]])
+        nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+        for k in range(NUM_POINTS):
+            if (k in inner) != (jaw > 0):  # inner lips from open-mouth views only, the rest from closed
                 continue
-            mesh = faces[0].mesh
-            px = to_pixel_space(res.posed.ndc, size, size)[:, :2]  # pixel centres at integers
-            _, _, maps, _, _ = pipeline._rasterize(state, size, True)
-            fid = maps.raster.face_idx
-            verts = res.posed.vertices.astype(np.float64)
-            nrm = np.cross(verts[f[:, 1]] - verts[f[:, 0]], verts[f[:, 2]] - verts[f[:, 0]])
-            nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
-            for k in range(NUM_POINTS):
-                c, r = mesh[k, 0] - 0.5, mesh[k, 1] - 0.5  # MediaPipe: centres at +0.5
-                ci, ri = int(round(c)), int(round(r))
-                if not (0 <= ri < size and 0 <= ci < size) or fid[ri, ci] < 0:
-                    continue
-                t = int(fid[ri, ci])
-                facing = float(nrm[t, 2])
-                if facing < MIN_FACING:
-                    continue
-                b = _bary2d(px[f[t]], np.array([c, r]))
-                samples[k].append((t, b, facing, b @ V0[f[t]]))
+            c, r = mesh[k, 0] - 0.5, mesh[k, 1] - 0.5  # MediaPipe: centres at +0.5
+            ci, ri = int(round(c)), int(round(r))
+            if not (0 <= ri < size and 0 <= ci < size) or fid[ri, ci] < 0:
+                continue
+            t = int(fid[ri, ci])
+            facing = float(nrm[t, 2])
+            if facing < MIN_FACING:
+                continue
+            b = _bary2d(px[f[t]], np.array([c, r]))
+            samples[k].append((t, b, facing, b @ V0[f[t]]))
     faces_out = np.zeros(NUM_POINTS, np.int64)
     bary_out = np.full((NUM_POINTS, 3), 1.0 / 3.0)
     trust = np.zeros(NUM_POINTS)
     P = np.zeros((NUM_POINTS, 3))
-    n_views = len(yaws) * len(pitches)
+    n_views = len(yaws) * len(pitches)  # (the inner lips' views are fewer: see below)
     for k, ss in enumerate(samples):
         if not ss:
             continue
@@ -216,24 +318,20 @@ def calibrate(pipeline, detector=None, yaws=CAL_YAWS, pitches=CAL_PITCHES, size:
         faces_out[k], bary_out[k], P[k] = ss[best][0], ss[best][1], ss[best][3]
         spread = float(np.sqrt(np.average(np.sum((pts - mean) ** 2, axis=1), weights=w)))
         # Trust: share of views that saw the point, lowered where the views disagree (by more than ~5 mm).
-        trust[k] = min(1.0, len(ss) / (0.5 * n_views)) * float(np.exp(-(spread / 0.005) ** 2 / 2))
+        seen_of = len(CAL_OPEN_JAWS) * len(CAL_OPEN_YAWS) if k in inner else n_views
+        trust[k] = min(1.0, len(ss) / (0.5 * seen_of)) * float(np.exp(-(spread / 0.005) ** 2 / 2))
     valid = trust > 0.02
     mirror = _mirror_pairs(P, valid)
+    paired = mirror >= 0
     # Mirror-symmetric: each pair meets halfway between the point and its partner's mirror image.
-    sym = (P + P[mirror] * np.array([-1.0, 1.0, 1.0])) / 2.0
-    fs, bs = _closest_on_surface(V0, f, sym[valid], allowed=set(faces_out[valid].tolist()) | _neighbours(f, faces_out[valid]))
+    sym = P.copy()
+    sym[paired] = (P[paired] + P[mirror[paired]] * np.array([-1.0, 1.0, 1.0])) / 2.0
+    fs, bs = _snap_by_part(data, sym[valid], np.flatnonzero(valid))
     faces_out[valid], bary_out[valid] = fs, bs
-    trust = np.minimum(trust, trust[mirror])
+    trust[paired] = np.minimum(trust[paired], trust[mirror[paired]])
     weight = np.where(valid, _base_weights() * trust, 0.0)
     return MeshEmbedding(faces=faces_out, bary=bary_out, weight=weight, mirror=mirror, model_key=model_key(data),
-                         source=f"calibrated on {n_views} renders of {data.name}")
-
-
-def _neighbours(f: np.ndarray, tris: np.ndarray) -> set[int]:
-    """Triangles sharing a vertex with any of ``tris`` (the symmetric point may cross an edge)."""
-    verts = set(np.asarray(f)[np.asarray(tris)].reshape(-1).tolist())
-    mask = np.isin(np.asarray(f), list(verts)).any(axis=1)
-    return set(np.flatnonzero(mask).tolist())
+                         source=f"calibrated on {len(views)} renders of {data.name}")
 
 
 def _bary2d(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -280,13 +378,27 @@ def transfer(source_data, source: MeshEmbedding, target_data) -> MeshEmbedding:
     P = source.points(source_data.v_template, source_data.f)
     warp = _tps_warp(_template_landmarks(source_data), _template_landmarks(target_data))
     Q = warp(P)
-    faces, bary = _closest_on_surface(np.asarray(target_data.v_template, np.float64), target_data.f, Q)
+    faces, bary = _snap_by_part(target_data, Q, np.arange(NUM_POINTS))
     return MeshEmbedding(faces=faces, bary=bary, weight=source.weight.copy(), mirror=source.mirror.copy(),
                          model_key=model_key(target_data),
                          source=f"transferred from {source_data.name} by the 68 template landmarks")
 
 
 # ----------------------------------------------------------------------------- lookup
+def mediapipe_mirror() -> np.ndarray | None:
+    """(478,) the left/right counterpart of each MediaPipe point (a property of MediaPipe's mesh,
+    measured on the built-in head's calibration; the midline points map to themselves), or None
+    when the shipped calibration is missing."""
+    global _MIRROR
+    if _MIRROR is None and ASSET.is_file():
+        try:
+            _MIRROR = MeshEmbedding.load(ASSET).mirror
+        except (OSError, ValueError, KeyError):
+            return None
+    return _MIRROR
+
+
+_MIRROR: np.ndarray | None = None
 _CACHE: dict[str, MeshEmbedding] = {}
 
 
