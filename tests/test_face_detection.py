@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from caphuman.errors import NoFaceError
+from caphuman.errors import InputError, NoFaceError
 from caphuman.face.detection import InsightFaceDetector, OpenCVDetector, detect_faces
 from caphuman.face.intake import load_image
 
@@ -69,11 +69,19 @@ def test_get_detector_auto_uses_pack(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPHUMAN_CHECKPOINTS", str(tmp_path))
     monkeypatch.setattr(detection, "_DETECTORS", {})
     d, notes = detection.get_detector("auto")
-    assert d.name == "insightface" and notes == []
+    # insightface's faces (ArcFace) with MediaPipe's dense mesh added inside each box
+    assert d.name == "insightface+mediapipe" and notes == []
     monkeypatch.setenv("CAPHUMAN_CHECKPOINTS", str(tmp_path / "nothing"))
     monkeypatch.setattr(detection, "insightface_model_dir", lambda root=None: None)
     d, notes = detection.get_detector("auto")
+    assert d.name == "mediapipe" and notes == []
+    from caphuman.face import mediapipe_detector
+
+    monkeypatch.setattr(mediapipe_detector, "available", lambda: False)
+    d, notes = detection.get_detector("auto")
     assert d.name == "opencv" and "fallback" in notes[0]
+    with pytest.raises(InputError, match="MediaPipe is not installed"):
+        detection.get_detector("mediapipe")
 
 
 def test_face_choice_uses_face_evidence_before_size():

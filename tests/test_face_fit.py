@@ -198,7 +198,9 @@ def test_analyze_cli_contract(tmp_path, capsys):
                "--crops", str(tmp_path / "crops"), "--no-encoders", "--size", "128"])
     assert rc == 0
     d = json.loads(out.read_text())
-    assert d["detector"] in ("opencv", "insightface") and d["chosen_face"] == 0
+    assert d["detector"] in ("mediapipe", "insightface+mediapipe") and d["chosen_face"] == 0
+    assert d["landmarker"] == "mediapipe face mesh (478 points)" and d["fit"] == "mesh478"
+    assert len(d["faces"][0]["mesh"]) == 478 and 0 < d["reprojection_face_width"] < 0.05
     assert {"box", "score", "keypoints", "landmarks"} <= set(d["faces"][0])
     assert d["modes"] == ["position", "pose"] and "head_state" in d and d["frame"]["size"] == 128
     assert (tmp_path / "crops" / "frame.png").is_file()

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crops", metavar="DIR", help="save frame.png (and face_only.png) here")
     parser.add_argument("--size", type=int, default=512, help="output frame size in pixels (64..2048)")
     parser.add_argument("--head", default="auto", help="head model to fit: auto | builtin | PATH")
-    parser.add_argument("--detector", default="auto", choices=("auto", "insightface", "opencv"))
+    parser.add_argument("--detector", default="auto", choices=("auto", "mediapipe", "insightface", "opencv"),
+                        help="face detector + landmarker (auto: insightface+mediapipe when the buffalo_l pack is "
+                             "present, else mediapipe, else opencv)")
     parser.add_argument("--no-encoders", action="store_true", help="skip DECA/parser/FaceNet/CLIP")
 
 
@@ -79,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
                 fh.write(text + "\n")
         except OSError as exc:
             raise InputError(f"cannot write {args.json}: {exc.strerror}") from None
+        p = out["head_state"]["pose"]
+        print(f"detector: {out['detector']} · landmarks: {out['landmarker']} · fit: {out['fit']} · "
+              f"yaw {p['yaw']:.1f} pitch {p['pitch']:.1f} roll {p['roll']:.1f}", file=sys.stderr)
         for w in out["warnings"]:
             print(f"note: {w}", file=sys.stderr)
     else:

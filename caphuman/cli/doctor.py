@@ -64,16 +64,24 @@ def report(root=None, verify: bool = False, weights=None) -> str:
     else:
         lines.append("FLAME head: not installed (the built-in head is used). " + FLAME_HOWTO)
     lines.append("")
+    from caphuman.face import mediapipe_detector
+    from caphuman.face.detection import insightface_model_dir
+
+    have_mp = mediapipe_detector.available()
+    lines.append("dense face landmarks (MediaPipe face mesh, 478 points, offline, Apache-2.0): "
+                 + ("available" if have_mp else "NOT available (pip install -r requirements.txt)"))
     try:
         import cv2  # noqa: F401
 
-        lines.append("face detection fallback (OpenCV Haar cascades): available")
+        lines.append("last-resort face detection (OpenCV Haar cascades): available")
     except Exception as exc:  # pragma: no cover - depends on the install
-        lines.append(f"face detection fallback (OpenCV) NOT available: {exc}")
-    from caphuman.face.detection import insightface_model_dir
-
+        lines.append(f"last-resort face detection (OpenCV) NOT available: {exc}")
     d = insightface_model_dir(root)
-    lines.append(f"face detector that `analyze` will use: {'insightface (' + str(d) + ')' if d else 'opencv (fallback)'}")
+    if d:
+        used = "insightface + MediaPipe mesh (ArcFace identity check)" if have_mp else "insightface (68 points)"
+    else:
+        used = "MediaPipe (detector + 478-point mesh)" if have_mp else "opencv (box and eyes only: no pose from photos)"
+    lines.append(f"face detector and landmarker that `analyze` will use: {used}")
     return "\n".join(lines)
 
 

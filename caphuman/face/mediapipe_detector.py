@@ -21,6 +21,7 @@ image-left eye of a frontal face.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -41,8 +42,16 @@ IRIS_CENTRES = (468, 473)
 NOSE_TIP, MOUTH_CORNERS = 1, (61, 291)
 
 
+def _quiet() -> None:
+    """MediaPipe's native logging (absl/glog, TFLite) writes several lines per graph to stderr;
+    warnings and errors only, unless the user set these already."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def available() -> bool:
     """True when the MediaPipe wheel imports (it carries its own models)."""
+    _quiet()
     try:
         import mediapipe.python.solutions.face_mesh  # noqa: F401
     except Exception:  # ImportError, or a broken native library
@@ -69,6 +78,7 @@ class MediaPipeDetector:
     name = "mediapipe"
 
     def __init__(self, max_faces: int = 8, min_score: float = 0.5):
+        _quiet()
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self.max_faces = max_faces
@@ -120,6 +130,10 @@ class MediaPipeDetector:
         mesh = self._mesh_for_box(rgb, box)
         if mesh is None:
             return Face(box=box, score=score)
+        # Once more in a crop centred on the mesh itself: the crop no longer depends on the
+        # detector's box (which is not mirror-consistent), and the face sits where the mesh expects.
+        again = self._mesh_for_box(rgb, _mesh_box(mesh, box))
+        mesh = mesh if again is None else again
         return Face(box=_mesh_box(mesh, box), score=score, keypoints=keypoints_from_mesh(mesh), mesh=mesh)
 
     def _mesh_for_box(self, rgb, box) -> np.ndarray | None:

@@ -1,15 +1,17 @@
 """Check a generated image against what was asked: the head pose and the identity.
 
 For each output image the face is detected and the head model that drew the hint is fitted to it
-with the project's own analysis (:func:`caphuman.face.analysis.analyze_reference`, the landmark
-fit of :mod:`caphuman.face.fit`); the fitted yaw/pitch/roll (degrees, README conventions) is set
+with the project's own analysis (:func:`caphuman.face.analysis.analyze_reference`: the dense
+MediaPipe fit of :mod:`caphuman.face.dense_fit` on every install, insightface's 68 points when
+only they are there); the fitted yaw/pitch/roll (degrees, README conventions) is set
 beside the requested pose. The identity similarity to the reference is computed on the detected
-faces: ArcFace when the detector supplies embeddings (insightface buffalo_l), else the FaceNet the
-generation was conditioned on (less independent; the check says which).
+faces: ArcFace when the detector supplies embeddings (insightface buffalo_l), else FaceNet (the
+CapHuman paper's metric: the generation's own, or the downloaded VGGFace2 weights in
+``checkpoints/facenet``); the check says which.
 
 Nothing is reported as a number that was not measured. A note replaces the number when there is
-no face in the generated image, when the detector gives no landmarks (OpenCV's fallback: a box or
-an eye pair does not constrain yaw and pitch), when no head model was given, when the reference
+no face in the generated image, when the detector gives no landmarks (OpenCV's last-resort
+fallback without MediaPipe: a box or an eye pair does not constrain yaw and pitch), when no head model was given, when the reference
 has no face or when no recogniser is available.
 
 Cost per image: one detection and one least-squares fit (plus one FaceNet forward without
@@ -25,21 +27,21 @@ from typing import Any
 import numpy as np
 
 AXES = ("yaw", "pitch", "roll")
-#: Fits that constrain all three angles (68 landmarks or 5 keypoints).
-POSE_FITS = ("landmarks68", "keypoints5")
+#: Fits that constrain all three angles (MediaPipe's 478 points, 68 landmarks or 5 keypoints).
+POSE_FITS = ("mesh478", "landmarks68", "keypoints5")
 
 # Notes are "reason; more" — one-line summaries show the reason only.
 NO_FACE = "no face found in the generated image"
 NO_HEAD = "precomputed hint: no head model to fit"
 FALLBACK_DETECTOR = ("OpenCV fallback detector: no landmarks; a face box or an eye pair does not constrain yaw and "
-                     "pitch, so no number is given; for a pose estimate get insightface's buffalo_l pack with "
-                     "`python -m caphuman download insightface`")
+                     "pitch, so no number is given; MediaPipe (installed by `pip install -r requirements.txt`) "
+                     "gives the dense points")
 NO_POINTS = ("the detector gave no landmarks or keypoints for this face; a face box or an eye pair does not "
              "constrain yaw and pitch, so no number is given")
 ID_NO_FACE = "no face in the generated image"
 ID_NO_REFERENCE_FACE = "no face in the reference photo"
-ID_NO_RECOGNIZER = ("no face recogniser available; needs insightface's buffalo_l pack or the FaceNet weights "
-                    "(`python -m caphuman download all`)")
+ID_NO_RECOGNIZER = ("no face recogniser available; needs the FaceNet weights (`python -m caphuman download "
+                    "facenet`) or insightface's buffalo_l pack")
 
 
 def _angles(pose: Any) -> dict[str, float] | None:
@@ -201,6 +203,8 @@ class OutputChecker:
             return cosine(ref_face.embedding, face.embedding), "arcface", None
         net, name = self._facenet()
         if net is None:
+            net, name = _downloaded_facenet()
+        if net is None:
             return None, None, ID_NO_RECOGNIZER
         from caphuman.face.facenet import facenet_embedding
 
@@ -240,6 +244,25 @@ class OutputChecker:
 
     def check_all(self, images) -> list[OutputCheck]:
         return [self.check(img) for img in images]
+
+
+_FACENET: dict[str, Any] = {}
+
+
+def _downloaded_facenet():
+    """The FaceNet (VGGFace2) of ``checkpoints/facenet`` when downloaded, loaded once: (net, name) or (None, None)."""
+    from caphuman.weights.registry import file_status, local_path
+
+    if "net" not in _FACENET:
+        _FACENET["net"] = None
+        try:
+            if file_status("facenet").ok:
+                from caphuman.face.facenet import load_facenet
+
+                _FACENET["net"] = load_facenet(local_path("facenet"))
+        except Exception:  # noqa: BLE001 (a broken file: the check says no recogniser)
+            _FACENET["net"] = None
+    return (_FACENET["net"], "facenet") if _FACENET["net"] is not None else (None, None)
 
 
 def check_output(image, requested: Any, reference: Any, target: Any, identity_encoder: Any = None,
