@@ -30,8 +30,15 @@ from caphuman.face.detection import Face
 
 #: Longest side (pixels) the face detector sees.
 DETECT_SIDE = 1280
+#: Photos whose longer side exceeds this are also searched tile by tile.
+TILE_FROM = 640
 #: Side (pixels) of the square crop the face mesh sees.
 MESH_SIDE = 384
+#: The detector's own threshold is low (faces in group photos score 0.35-0.8); a box counts as a
+#: face when the face mesh finds one inside it, or, without a mesh, when it scores at least
+#: :data:`BOX_ONLY_SCORE` (random noise yields meshless boxes around 0.7).
+DETECT_SCORE = 0.3
+BOX_ONLY_SCORE = 0.85
 #: Crop side as a multiple of the detector box's larger side.
 CROP_MARGIN = 2.0
 #: Mesh point counts: 468 surface points, then 10 iris points (5 per eye, centre first).
@@ -73,18 +80,18 @@ def keypoints_from_mesh(mesh: np.ndarray) -> np.ndarray:
 class MediaPipeDetector:
     """Face boxes + 478 dense points per face (see the module docstring). Thread-safe (a lock:
     MediaPipe graphs are not re-entrant). ``max_faces``: at most this many faces per photo;
-    ``min_score``: detector confidence in [0, 1]."""
+    ``min_score``: the face mesh's confidence in [0, 1]; ``detect_score``: the box detector's."""
 
     name = "mediapipe"
 
-    def __init__(self, max_faces: int = 8, min_score: float = 0.5):
+    def __init__(self, max_faces: int = 8, min_score: float = 0.5, detect_score: float = DETECT_SCORE):
         _quiet()
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self.max_faces = max_faces
         self.min_score = min_score
         self._lock = threading.Lock()
-        self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
+        self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=detect_score)
         self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                                         min_detection_confidence=min_score)
         self._mesh_many = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces,
@@ -97,6 +104,7 @@ class MediaPipeDetector:
         with self._lock:
             boxes = self._boxes(rgb)
             faces = [self._face_in_box(rgb, box, score) for box, score in boxes]
+            faces = [f for f in faces if f.mesh is not None or f.score >= BOX_ONLY_SCORE]
             if not faces:
                 faces = self._whole_image_meshes(rgb)
         return faces
@@ -110,15 +118,31 @@ class MediaPipeDetector:
 
     # ------------------------------------------------------------------ stages
     def _boxes(self, rgb: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Detector boxes on the whole photo and, for photos over :data:`TILE_FROM` pixels, on
+        overlapping tiles (the detector sees 192 x 192: small faces of a group photo vanish when the
+        whole photo is squeezed into it), merged by non-maximum suppression."""
+        h, w = rgb.shape[:2]
+        regions = [(0, 0, w, h)]
+        if max(h, w) > TILE_FROM:
+            side = int(round(min(h, w) * 0.6))
+            xs = np.linspace(0, w - side, max(2, int(np.ceil(w / (side * 0.75))))).round().astype(int)
+            ys = np.linspace(0, h - side, max(2, int(np.ceil(h / (side * 0.75))))).round().astype(int)
+            regions += [(int(x), int(y), side, side) for y in ys for x in xs]
+        found = []
+        for x0, y0, rw, rh in regions:
+            for (l, t, r, b), score in self._detect_region(rgb[y0:y0 + rh, x0:x0 + rw]):
+                found.append(((l + x0, t + y0, r + x0, b + y0), score))
+        return _suppress(found)[: self.max_faces]
+
+    def _detect_region(self, rgb: np.ndarray):
         import cv2
 
         h, w = rgb.shape[:2]
         s = min(1.0, DETECT_SIDE / max(h, w))
         small = rgb if s >= 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
                                                 interpolation=cv2.INTER_AREA)
-        found = self._detector.process(small).detections or []
         out = []
-        for d in found[: self.max_faces]:
+        for d in self._detector.process(np.ascontiguousarray(small)).detections or []:
             r = d.location_data.relative_bounding_box
             l, t = r.xmin * w, r.ymin * h
             box = (max(0.0, l), max(0.0, t), min(float(w), l + r.width * w), min(float(h), t + r.height * h))
@@ -189,6 +213,23 @@ class MediaPipeDetector:
             faces.append(Face(box=_mesh_box(mesh, None), score=self.min_score, keypoints=keypoints_from_mesh(mesh),
                               mesh=mesh))
         return faces
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _suppress(found, iou: float = 0.3):
+    """Non-maximum suppression: the best-scoring box of each overlapping group."""
+    kept = []
+    for box, score in sorted(found, key=lambda x: -x[1]):
+        if all(_iou(box, k[0]) < iou for k in kept):
+            kept.append((box, score))
+    return kept
 
 
 def _points(landmarks, width: int, height: int) -> np.ndarray:
