@@ -137,3 +137,20 @@ def test_nan_points_are_ignored(builtin_pipeline, fitter):
     obs = observed(builtin_pipeline, fitter, HeadState(pose=Pose(yaw=-20)))
     obs[:200] = np.nan
     assert fitter.fit(obs).state.pose.yaw == pytest.approx(-20, abs=0.5)
+
+
+def test_flame_layout_model_fits_the_same_way():
+    """A FLAME-layout model (5023 vertices, 300 shape / 100 expression directions; the synthetic
+    one of the test fixtures): its transferred embedding and the same fitter recover a pose."""
+    from flame_fixtures import flame_layout_head
+
+    from caphuman.face.analysis import target_for_pipeline
+    from caphuman.preview import HeadPreviewPipeline
+
+    pipe = HeadPreviewPipeline(flame_layout_head())
+    fz = target_for_pipeline(pipe).dense_fitter()
+    assert fz.ns == 40 and fz.ne == 20  # MAX_SHAPE / MAX_EXPRESSION of FLAME's 300 / 100
+    truth = HeadState(pose=Pose(yaw=-30, pitch=12, roll=-5))
+    p = fz.fit(observed(pipe, fz, truth)).state.pose
+    assert p.yaw == pytest.approx(-30, abs=0.5) and p.pitch == pytest.approx(12, abs=0.5)
+    assert p.roll == pytest.approx(-5, abs=0.5)
