@@ -10,9 +10,11 @@ Builds, in a temporary folder, full-size random files in the formats a user down
 * ``vae.safetensors``: an un-prefixed VAE (as vae-ft-mse-840000-ema-pruned, fp32);
 * ``clip/``: a CLIP folder (real-size configs, a small tokenizer, the image processor).
 
-Then runs ``convert`` in a child process (wall time, peak RSS from ``wait4``) and, in another child,
-``load_pipeline`` of the result on the CPU in float32 as ``generate`` does (wall time, peak RSS, and
-the weights' own size for comparison). Prints one JSON object with ``--json``.
+The files are built in one child process; then ``convert`` runs in another (wall time, peak RSS =
+the child's own ``VmHWM``, read in the child after the work: ``ru_maxrss`` of a child would include
+the RSS it inherited at fork) and, in a third, ``load_pipeline`` of the result on the CPU in float32
+as ``generate`` does (wall time, peak RSS, and the weights' own size for comparison). Prints one
+JSON object with ``--json``.
 
     python benchmarks/convert_memory.py --json [--dtype float16|float32] [--no-optimizer-states] [--keep DIR]
 
@@ -139,21 +141,21 @@ def build_files(folder: Path, dtype_name: str, optimizer_states: bool, tiny: boo
     return {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
 
 
-def run_measured(cmd: list[str], env: dict) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS (GiB, the child's own ``ru_maxrss``), exit code, last output."""
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - t0
-        out.seek(0)
-        tail = out.read().decode("utf-8", "replace").strip().splitlines()[-6:]
-    return {"wall_s": round(wall, 1), "peak_rss_gib": round(usage.ru_maxrss * 1024 / GiB, 2),
-            "returncode": p.returncode, "output_tail": tail}
-
-
-LOAD = r"""
+PEAK = r"""
+def _peak():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                print(f"@@peak_kib {line.split()[1]}", flush=True)
+import atexit; atexit.register(_peak)
+"""
+CONVERT = PEAK + r"""
+import sys
+from caphuman.__main__ import main
+code = main(["convert", *sys.argv[1:]])
+sys.stdout.flush(); sys.exit(code)
+"""
+LOAD = PEAK + r"""
 import sys, time, torch
 from caphuman.diffusion.loading import load_pipeline
 t0 = time.perf_counter()
@@ -164,21 +166,44 @@ print(f"loaded in {time.perf_counter() - t0:.1f} s; weights {n / 2**30:.2f} GiB"
 """
 
 
+def run_measured(code: str, args: list[str], env: dict) -> dict:
+    """Run ``python -c code args``; wall seconds, peak RSS (GiB, the child's VmHWM), exit code, last output."""
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=env, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    lines = p.stdout.decode("utf-8", "replace").strip().splitlines()
+    peak = [int(x.split()[1]) for x in lines if x.startswith("@@peak_kib ")]
+    tail = [x for x in lines if not x.startswith("@@peak_kib ") and "it/s]" not in x][-6:]
+    return {"wall_s": round(wall, 1), "peak_rss_gib": round(peak[-1] * 1024 / GiB, 2) if peak else None,
+            "returncode": p.returncode, "output_tail": tail}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object (default: a short summary)")
     ap.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="dtype of the files")
     ap.add_argument("--no-optimizer-states", action="store_true", help="leave Adam states out of caphuman.ckpt")
     ap.add_argument("--tiny", action="store_true", help="the tiny test widths (a smoke run of this script)")
-    ap.add_argument("--keep", default=None, help="build in (and keep) this folder instead of a temporary one")
+    ap.add_argument("--keep", default=None, help="build in (and keep) this folder instead of a temporary one; "
+                                                 "files already there are reused")
+    ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)  # the builder child
     args = ap.parse_args(argv)
+    if args.build_only:
+        files = build_files(Path(args.keep), args.dtype, not args.no_optimizer_states, args.tiny)
+        print(json.dumps(files))
+        return 0
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="caphuman-convert-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     try:
         t0 = time.perf_counter()
-        files = build_files(folder, args.dtype, not args.no_optimizer_states, args.tiny)
+        if not (folder / "vae.safetensors").is_file():  # built in a child: this process stays small
+            cmd = [sys.executable, __file__, "--build-only", "--keep", str(folder), "--dtype", args.dtype,
+                   *(["--no-optimizer-states"] if args.no_optimizer_states else []), *(["--tiny"] if args.tiny else [])]
+            subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        files = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix != ".yaml"}
         build_s = time.perf_counter() - t0
         out = folder / "converted"
         config = ["--original-config", str(folder / "cldm.yaml")] if args.tiny else []
@@ -186,11 +211,11 @@ def main(argv=None) -> int:
             from caphuman.diffusion.sizes import ModelSizes
 
             (folder / "cldm.yaml").write_text(ModelSizes.tiny().original_yaml())
-        convert = run_measured([sys.executable, "-m", "caphuman", "convert", *config, "--caphuman-ckpt",
-                                str(folder / "caphuman.ckpt"), "--backbone", str(folder / "backbone.safetensors"),
-                                "--vae", str(folder / "vae.safetensors"), "--clip", str(folder / "clip"),
-                                "--out", str(out)], env)
-        load = run_measured([sys.executable, "-c", LOAD, str(out)], env) if convert["returncode"] == 0 else None
+        shutil.rmtree(out, ignore_errors=True)
+        convert = run_measured(CONVERT, [*config, "--caphuman-ckpt", str(folder / "caphuman.ckpt"), "--backbone",
+                                         str(folder / "backbone.safetensors"), "--vae", str(folder / "vae.safetensors"),
+                                         "--clip", str(folder / "clip"), "--out", str(out)], env)
+        load = run_measured(LOAD, [str(out)], env) if convert["returncode"] == 0 else None
         written = sum(p.stat().st_size for p in out.rglob("*.safetensors")) if out.is_dir() else 0
         result = {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
