@@ -237,10 +237,14 @@ def _clip_source(clip: str | os.PathLike | None) -> str:
 
 
 def _clip_part(source: str, loader, subfolder: str):
-    """Load from a transformers CLIP repo/folder, or from a diffusers folder's ``subfolder``."""
+    """Load from a transformers CLIP repo/folder, or from a diffusers folder's ``subfolder`` (failures,
+    a code-running ``pytorch_model.bin`` included, are one clear CapHumanError)."""
+    from caphuman.weights.safe_load import load_pretrained
+
+    what = f"CLIP {subfolder.replace('_', ' ')}"
     if Path(source, subfolder).is_dir():
-        return loader(source, subfolder=subfolder)
-    return loader(source)
+        return load_pretrained(loader, source, what, subfolder=subfolder)
+    return load_pretrained(loader, source, what)
 
 
 def _is_single_file(source: str) -> bool:
@@ -248,11 +252,9 @@ def _is_single_file(source: str) -> bool:
 
 
 def _from_pretrained(loader, source: str, what: str, **kwargs):
-    try:
-        return loader(source, **kwargs).eval()
-    except (OSError, ValueError) as exc:
-        raise MissingWeightsError(f"cannot load the {what} from {source!r}: {str(exc).splitlines()[0][:200]}") \
-            from None
+    from caphuman.weights.safe_load import load_pretrained
+
+    return load_pretrained(loader, source, what, **kwargs).eval()
 
 
 # ---------------------------------------------------------------------------- main entry

@@ -177,6 +177,25 @@ def load_checkpoint_state_dict(path: str | os.PathLike, key: str | None = None,
     return tensors
 
 
+def load_pretrained(loader: Callable[..., Any], source: str | os.PathLike, what: str, **kwargs: Any) -> Any:
+    """``loader(source, **kwargs)`` for a transformers/diffusers ``from_pretrained``, with its failures
+    as one clear line: a ``pytorch_model.bin`` that ``weights_only=True`` refuses (a pickle that would
+    run code) is an :class:`UnsafePickleError` (nothing from it ran), a missing or damaged folder an
+    :class:`InputError` naming ``what`` and ``source``."""
+    import pickle
+
+    try:
+        return loader(str(source), **kwargs)
+    except CapHumanError:
+        raise
+    except pickle.UnpicklingError:
+        raise UnsafePickleError(f"{what} at {source}: its pytorch_model.bin is a pickle that holds more than "
+                                "weights (it could run code); refused without running it. Use a copy with "
+                                "model.safetensors") from None
+    except (OSError, ValueError, KeyError, EOFError, RuntimeError) as exc:
+        raise InputError(f"cannot load the {what} from {source}: {_first_line(exc)}") from None
+
+
 def load_state_strict(module, state: dict, what: str,
                       optional_suffixes: Iterable[str] = ("num_batches_tracked",)) -> None:
     """``module.load_state_dict(state, strict=True)`` except that keys ending in
