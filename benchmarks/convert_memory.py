@@ -160,9 +160,20 @@ import sys, time, torch
 from caphuman.diffusion.loading import load_pipeline
 t0 = time.perf_counter()
 pipe = load_pipeline(sys.argv[1], torch.float32)
-n = sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.capface, pipe.vae, pipe.text_encoder,
-        pipe.image_encoder) for p in m.state_dict().values())
-print(f"loaded in {time.perf_counter() - t0:.1f} s; weights {n / 2**30:.2f} GiB")
+t1 = time.perf_counter()
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+after_load = hwm()
+n = 0
+with torch.no_grad():  # touch every weight once, as a generate step does (mapped pages become resident)
+    for m in (pipe.unet, pipe.capface, pipe.vae, pipe.text_encoder, pipe.image_encoder):
+        for p in m.state_dict().values():
+            n += p.numel() * p.element_size()
+            float(p.float().sum()) if p.is_floating_point() else None
+print(f"loaded in {t1 - t0:.1f} s (peak {after_load:.2f} GiB right after loading); weights {n / 2**30:.2f} GiB, "
+      "all touched")
 """
 
 
