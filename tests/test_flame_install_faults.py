@@ -196,3 +196,17 @@ def test_studio_upload_messages_are_specific_and_name_no_server_path(tmp_path, m
     assert notes[0].startswith("installed FLAME 2023 Open (CC-BY-4.0)")
     assert not [n for n in notes if str(tmp_path) in n or "/ck/" in n], notes
     resolve.forget_loaded_heads()
+
+
+def test_truncated_or_lying_npy_files_are_input_errors(tmp_path):
+    from caphuman.head.safe_pickle import load_npy_file
+
+    path = tmp_path / "landmark_embedding.npy"
+    np.save(path, np.zeros(1000))
+    data = path.read_bytes()
+    path.write_bytes(data[:500])  # header says 1000 float64, half of them are there
+    with pytest.raises(InputError, match="corrupt or truncated .npy"):
+        load_npy_file(path)
+    path.write_bytes(data.replace(b"(1000,)", b"(9999999999999,)"))  # a huge declared shape
+    with pytest.raises(InputError):
+        load_npy_file(path)

@@ -232,7 +232,10 @@ def load_npy_file(path: Any) -> Any:
             raise InputError(f"{path}: malformed .npy header")
         if header["descr"] != "|O":
             fh.seek(0)
-            return np.load(fh, allow_pickle=False)
+            try:  # a declared shape beyond the data is a short read, refused; never a huge allocation
+                return np.load(fh, allow_pickle=False)
+            except (ValueError, OSError, EOFError, TypeError, MemoryError) as exc:
+                raise InputError(f"{path}: a corrupt or truncated .npy file ({str(exc)[:120]})") from None
         obj = safe_unpickle(fh)
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         return obj.item()
