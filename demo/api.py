@@ -17,12 +17,15 @@ names the field and its range; head controls out of range are clamped with a war
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 import numpy as np
 
 from caphuman.studio import serving
 from caphuman.studio.generation import SCHEDULERS, GenerationParams
 from caphuman.studio.service import StudioService, validated_state
+from caphuman.errors import without_paths
 from caphuman.validation import check_int
 from demo import files
 from demo.handlers import _int, user_errors, warn
@@ -40,8 +43,41 @@ def api_number(**kwargs) -> gr.Number:
     return number
 
 
+def guard_inputs(blocks: gr.Blocks) -> None:
+    """Requests Gradio cannot turn into handler arguments (a raw HTTP body with too few values, an
+    upload a component cannot read) become one clear error and one log line, not a message-less
+    error event and a traceback: ``blocks.preprocess_data`` is wrapped for every event."""
+    original = blocks.preprocess_data
+    log = logging.getLogger("caphuman.studio")
+
+    async def preprocess_data(block_fn, inputs, state, explicit_call=False):
+        name = f"/{block_fn.api_name}" if isinstance(getattr(block_fn, "api_name", None), str) else "this event"
+        wanted = list(block_fn.inputs)
+        if inputs is None or len(inputs) < len(wanted):
+            labels = ", ".join(str(getattr(b, "label", None) or type(b).__name__) for b in wanted)
+            got = 0 if inputs is None else len(inputs)
+            log.warning("refused %s: %d input value(s), %d needed", name, got, len(wanted))
+            raise gr.Error(f"{name} takes {len(wanted)} input values ({labels}); the request sent {got}",
+                           print_exception=False)
+        try:
+            return await original(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an input Gradio could not read: the user's, not a bug
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            log.warning("refused %s: an input could not be read (%s: %s)", name, type(exc).__name__, first)
+            raise gr.Error(f"{name}: an input could not be read ({type(exc).__name__}: {without_paths(first)})",
+                           print_exception=False) from None
+
+    blocks.preprocess_data = preprocess_data
+
+
 def add_api(service: StudioService) -> None:
-    """Call inside ``gr.Blocks``: adds the hidden components and the three endpoints."""
+    """Call inside ``gr.Blocks``: adds the hidden components and the three endpoints (and guards
+    every event's input decoding, :func:`guard_inputs`)."""
+    root = gr.context.Context.root_block
+    if root is not None:
+        guard_inputs(root)
 
     @user_errors
     def analyze(photo):

@@ -22,6 +22,7 @@ from demo import files, live
 from demo.inline_image import inline_jpeg
 
 log = logging.getLogger("caphuman.studio")
+_request_ids = itertools.count(1)  # names an internal error in both the log and the message
 N = len(SLIDERS)
 MAP_SIZE = 256  # condition-map thumbnails (pixels)
 
@@ -37,12 +38,15 @@ def user_errors(fn):
                 result = fn(*args, **kwargs)
             except gr.Error:
                 raise
-            except CapHumanError as exc:
+            except CapHumanError as exc:  # expected: one log line, no traceback
+                log.info("refused (%s): %s: %s", fn.__name__, type(exc).__name__,
+                         (str(exc).splitlines() or [""])[0][:300])
                 raise gr.Error(without_paths(exc, _paths(args, kwargs)), print_exception=False) from None
             except Exception as exc:  # noqa: BLE001 - never a traceback in the UI
-                log.exception("studio handler %s failed", fn.__name__)
-                raise gr.Error(f"internal error ({exc.__class__.__name__}); details are in the server log",
-                               print_exception=False) from None
+                ref = f"{next(_request_ids):06d}"
+                log.exception("studio handler %s failed [request %s]", fn.__name__, ref)
+                raise gr.Error(f"internal error ({exc.__class__.__name__}); details are in the server log "
+                               f"(request {ref})", print_exception=False) from None
         for w in caught:
             if issubclass(w.category, UserWarning):
                 warn(str(w.message))

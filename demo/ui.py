@@ -99,14 +99,16 @@ def build_demo(service: StudioService) -> gr.Blocks:
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=260, elem_id="reference-column"):
+                # image_mode=None: Gradio hands the upload over as sent; its own convert("RGB") would ruin
+                # float / 16-bit files (a [0, 1] float TIFF becomes black and white) before the intake sees them
                 reference = gr.Image(label="Reference photo", type="filepath", height=260, elem_id="reference",
-                                     sources=["upload", "clipboard"])
+                                     sources=["upload", "clipboard"], image_mode=None)
                 examples = example_photos()
                 if examples:
                     gr.Examples(examples, inputs=reference, label="Example photos")
                 report = gr.Textbox(label="Analysis", lines=2, interactive=False, elem_id="report")
                 with gr.Accordion("Pose reference (optional)", open=False):
-                    pose_photo = gr.Image(label="Pose-reference photo", type="filepath", height=180)
+                    pose_photo = gr.Image(label="Pose-reference photo", type="filepath", height=180, image_mode=None)
                     modes = gr.CheckboxGroup(list(TRANSFER_MODES), value=["pose", "expression"], label="Take from it")
                     apply_pose = gr.Button("Apply pose reference", size="sm")
                 with gr.Accordion("FLAME head (optional)", open=False, visible=serving.flame_upload_enabled(),

@@ -41,6 +41,24 @@ def test_two_faces_picks_larger(opencv):
     assert any("2 faces" in w for w in det.warnings)
 
 
+def test_two_faces_of_different_sizes_fit_the_larger(opencv):
+    """Issue 19: a portrait next to a larger one whose eyes the eye cascade misses."""
+    from PIL import Image
+
+    a, b = load_image(EXAMPLES / "astronaut.jpg"), load_image(EXAMPLES / "grace_hopper.jpg")
+    a = np.asarray(Image.fromarray(a).resize((a.shape[1] * 600 // a.shape[0], 600)))
+    b = np.asarray(Image.fromarray(b).resize((b.shape[1] * 420 // b.shape[0], 420)))
+    canvas = np.full((600, a.shape[1] + b.shape[1] + 20, 3), 128, np.uint8)
+    canvas[:, :a.shape[1]] = a
+    canvas[180:, a.shape[1] + 20:] = b
+    det = detect_faces(canvas, detector=opencv)
+    largest = max(range(len(det.faces)), key=lambda i: det.faces[i].area)
+    assert len(det.faces) >= 2 and det.faces[largest].box[0] > a.shape[1]  # the larger face is Grace Hopper's
+    smaller_with_eyes = [f for f in det.faces if f.keypoints is not None and f.area < 0.7 * det.faces[largest].area]
+    assert smaller_with_eyes  # the case that used to win
+    assert det.chosen == largest
+
+
 def test_no_face_is_a_clear_error(opencv):
     img = np.full((200, 200, 3), 90, np.uint8)
     with pytest.raises(NoFaceError, match="no face"):
@@ -84,7 +102,7 @@ def test_get_detector_auto_uses_pack(tmp_path, monkeypatch):
         detection.get_detector("mediapipe")
 
 
-def test_face_choice_uses_face_evidence_before_size():
+def test_face_choice_uses_face_evidence_among_main_subjects():
     from caphuman.face.detection import Face, choose_face
 
     eyes = np.array([[10.0, 10.0], [20.0, 10.0]])
@@ -97,8 +115,12 @@ def test_face_choice_uses_face_evidence_before_size():
     a = Face(box=(0, 0, 100, 100), score=2.0, keypoints=eyes)
     b = Face(box=(200, 0, 292, 92), score=6.0, keypoints=eyes)     # nearly as big, far more confident
     assert choose_face([a, b]) == 1
-    marks = Face(box=(0, 0, 80, 80), score=0.9, keypoints=np.zeros((5, 2)), landmarks=np.zeros((68, 2)))
+    marks = Face(box=(0, 0, 110, 110), score=0.9, keypoints=np.zeros((5, 2)), landmarks=np.zeros((68, 2)))
     assert choose_face([Face(box=(0, 0, 120, 120), score=0.95, keypoints=np.zeros((5, 2))), marks]) == 1
+    # a clearly larger face wins over a smaller one whose eyes were found (the eye cascade misses eyes)
+    large_bare = Face(box=(300, 0, 460, 160), score=8.0)  # 160 x 160
+    small_eyes = Face(box=(0, 0, 110, 110), score=3.0, keypoints=eyes)  # 110^2 / 160^2 = 0.47 < 0.7
+    assert choose_face([small_eyes, large_bare]) == 1
 
 
 def test_group_photo_picks_the_face_with_eyes():

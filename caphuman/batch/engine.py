@@ -116,7 +116,7 @@ class Engine:
         from caphuman.diffusion.schedulers import make_scheduler
 
         p = job.params
-        self.pipe.scheduler = make_scheduler(p.scheduler)
+        self.pipe.scheduler = make_scheduler(p.scheduler, like=self.pipe.scheduler)
         self._lora = apply_lora(self.pipe, p.lora, p.lora_scale, active=self._lora)
         apply_fast_lora(self.pipe, uses_fast_lora(p.scheduler))
         self._settings = key

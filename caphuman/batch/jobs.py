@@ -29,7 +29,11 @@ Fields:
   ``lora`` + ``lora_scale``; ``preset`` (``original`` / ``fast``) fills scheduler, steps and guidance
   that are not given, as ``generate --preset`` does.
 
-Blank lines and lines starting with ``#`` are skipped.
+Blank lines and lines starting with ``#`` are skipped. Lines end at ``\n`` only (a U+2028 inside a
+prompt is text, as JSON Lines says). The file may hold at most :data:`MAX_JOBS_FILE_BYTES`; a line may
+nest objects at most :data:`MAX_NESTING` deep; a reference photo may be at most
+:data:`MAX_PHOTO_BYTES` (checked before it is read). Ids that would collide with the run's own files
+(``manifest*``) or that some systems reserve (``con``, ``nul``, ``com1`` ...) are refused.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ FIELDS = ("id", "reference", "pose_reference", "modes", "prompt", "negative_prom
           "seed", "num_images", "steps", "guidance", "strength", "tau", "resolution", "size", "scheduler", "preset",
           "lora", "lora_scale")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: Names the run itself writes in the output folder (manifest.jsonl, manifest.rank3.jsonl ...), and
+#: device names Windows reserves in any folder (with any extension); compared case-insensitively.
+_RESERVED_ID = re.compile(r"(manifest(\..*)?|(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?)", re.IGNORECASE)
+#: Bounds on what a jobs file may make the parser do (read, nest, hash).
+MAX_JOBS_FILE_BYTES = 64 * 1024 * 1024
+MAX_NESTING = 64
+MAX_PHOTO_BYTES = 256 * 1024 * 1024
 _HEAD_GROUPS = ("pose", "lighting", "placement", "expression_controls")
 
 
@@ -163,24 +174,29 @@ def parse_jobs(path: str | Path, salt: str = "") -> JobFile:
     (weights, dtype, head model), mixed into each job's fingerprint."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:  # bounded: a jobs file that is /dev/zero or a huge sparse file ends here
+            raw_bytes = fh.read(MAX_JOBS_FILE_BYTES + 1)
+        text = raw_bytes.decode("utf-8")
     except OSError as exc:
         raise InputError(f"cannot read the jobs file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InputError(f"the jobs file {path} is not UTF-8 text") from None
+    if len(raw_bytes) > MAX_JOBS_FILE_BYTES:
+        raise InputError(f"the jobs file {path} is larger than {MAX_JOBS_FILE_BYTES // 2 ** 20} MiB; split it")
+    del raw_bytes
     base = path.resolve().parent
     jobs: list[Job] = []
     errors: list[LineError] = []
     notes: list[LineError] = []
     ids: dict[str, int] = {}
     photos: dict[str, str] = {}
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(text.split("\n"), start=1):  # JSON Lines: "\n" only, not every Unicode break
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
         try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            errors.append(LineError(n, f"not valid JSON: {exc.msg} (column {exc.colno})"))
+            data = _parse_line(raw)
+        except InputError as exc:
+            errors.append(LineError(n, str(exc)))
             continue
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -199,6 +215,44 @@ def parse_jobs(path: str | Path, salt: str = "") -> JobFile:
     if not jobs and not errors:
         errors.append(LineError(0, "no jobs in the file"))
     return JobFile(str(path), jobs, errors, notes)
+
+
+def _depth_ok(raw: str) -> bool:
+    """Whether brackets outside strings nest at most MAX_NESTING deep (checked before json.loads,
+    whose recursion a 100k-deep line would exhaust)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _parse_line(raw: str) -> Any:
+    """One JSON value, or an InputError saying what is wrong with the line."""
+    if not _depth_ok(raw):
+        raise InputError(f"nested more than {MAX_NESTING} levels deep; a job is a flat object")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit conversion limit
+        detail = "a number with more than 4300 digits" if "digits" in str(exc) else str(exc)[:120]
+        raise InputError(f"not a usable JSON value: {detail}") from None
+    except RecursionError:
+        raise InputError(f"nested more than {MAX_NESTING} levels deep; a job is a flat object") from None
 
 
 def job_from_dict(data: Any, line: int = 0, base_dir: str | Path = ".", salt: str = "",
@@ -267,7 +321,11 @@ def job_from_dict(data: Any, line: int = 0, base_dir: str | Path = ".", salt: st
     if job_id is None:
         job_id = "j" + content_hash[:11]
     elif not isinstance(job_id, str) or not _ID.fullmatch(job_id):
-        raise InputError(f"id {job_id!r}: use 1-100 letters, digits, '.', '_' or '-' (it names the output folder)")
+        raise InputError(f"id {str(job_id)[:120]!r}: use 1-100 letters, digits, '.', '_' or '-' (it names the "
+                         "output folder)")
+    elif _RESERVED_ID.fullmatch(job_id):
+        raise InputError(f"id {job_id!r} is reserved (the run's own manifest files, or a device name some systems "
+                         "reserve); choose another")
     fingerprint = _hash({**content, "seed": params.seed, "run": salt})
     return Job(id=job_id, line=line, reference=reference[0], reference_sha=reference[1], prompt=params.prompt,
                params=params, head=head, head_state=head_state, sweep=sweep,
@@ -330,7 +388,14 @@ def _photo(value: Any, name: str, base_dir: Path, memo: dict[str, str], required
         if not path.is_file():
             raise InputError(f"{name}: no such file {value}")
         try:
-            data = path.read_bytes()
+            size = path.stat().st_size
+            if size > MAX_PHOTO_BYTES:
+                raise InputError(f"{name}: {value} is {size / 2 ** 20:,.0f} MiB; a reference photo may be at most "
+                                 f"{MAX_PHOTO_BYTES // 2 ** 20} MiB")
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_PHOTO_BYTES + 1)
+            if len(data) > MAX_PHOTO_BYTES:
+                raise InputError(f"{name}: {value} is larger than {MAX_PHOTO_BYTES // 2 ** 20} MiB")
         except OSError as exc:
             raise InputError(f"{name}: cannot read {value}: {exc.strerror}") from None
         import io

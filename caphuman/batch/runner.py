@@ -441,13 +441,29 @@ def plan_packs(jobs: list[Job], batch_size: int) -> list[list[list[tuple[Job, Ce
 
 
 # ---------------------------------------------------------------------------- a whole run
+def check_out_folder(out: str | Path, create: bool = True) -> Path:
+    """``out`` as a folder the run can use (created if missing and ``create``), or an InputError: an
+    existing file, a parent that is a file, no permission."""
+    from caphuman.errors import InputError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is an existing file, not a folder; name a folder for the results")
+    if not create:
+        return out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or type(exc).__name__})") from None
+    return out
+
+
 def run_batch(engine, jobs: list[Job], opts: RunOptions, dist: Dist | None = None,
               log: Callable[[str], None] | None = None) -> Summary:
     """Lock the folder (rank 0), fold parts a dead worker left, run this worker's share, wait for the others,
     merge the manifest (rank 0). Returns the summary (over every job on rank 0; this worker's elsewhere)."""
     dist = dist or Dist()
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_folder(opts.out)
     lock = RunLock(out)
     error = None
     if dist.main:
@@ -479,4 +495,5 @@ def run_batch(engine, jobs: list[Job], opts: RunOptions, dist: Dist | None = Non
         lock.release()
 
 
-__all__ = ["CONTACT_SHEET", "MAX_PACK_BATCHES", "RunOptions", "Runner", "Summary", "plan_packs", "run_batch"]
+__all__ = ["CONTACT_SHEET", "MAX_PACK_BATCHES", "RunOptions", "Runner", "Summary", "check_out_folder", "plan_packs",
+           "run_batch"]

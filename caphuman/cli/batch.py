@@ -126,6 +126,10 @@ def run_jobs(args, jobs, dist, accel, weights, flat: bool = False):
 def run(args) -> int:
     from caphuman.batch.jobs import parse_jobs
 
+    if not args.validate_only:
+        from caphuman.batch.runner import check_out_folder
+
+        check_out_folder(args.out, create=False)  # before any weights are loaded
     dist, accel, weights, head, salt = prepare_run(args)
     jobfile = parse_jobs(args.jobs, salt=salt)
     say = (lambda msg: print(msg, file=sys.stderr)) if dist.main else (lambda msg: None)

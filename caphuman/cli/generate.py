@@ -167,7 +167,7 @@ def run(args) -> int:
     seed = random.randint(0, MAX_SEED) if args.seed == -1 else args.seed
     t0 = time.perf_counter()
     pipe = load_pipeline(weights, accel.load_dtype())
-    pipe.scheduler = make_scheduler(args.scheduler)
+    pipe.scheduler = make_scheduler(args.scheduler, like=pipe.scheduler)  # keeps the files' schedule
     if args.lora:
         from caphuman.diffusion.lora import apply_lora
 

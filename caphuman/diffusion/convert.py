@@ -10,7 +10,17 @@ Weight precedence follows the original's loading order (reference §1.2, §5.3):
 
 The diffusers converters of ``diffusers.loaders.single_file_utils`` do the renaming; this module adds
 the mask head, the projections, the 9-channel hint config, the CLIP-vision copy and a key report in
-which every source key is accounted for. Pickles are loaded with ``weights_only=True``, or, when that
+which every source key is accounted for.
+
+Streamed (memory): one component at a time. Its keys are read as views of a memory-mapped file
+(:mod:`caphuman.diffusion.tensor_files`), checked against the model built on the meta device (no
+weights allocated), written tensor by tensor in the output dtype, then dropped; so the peak is
+about one component's source bytes, not the whole pipeline twice.
+
+Schedule: when the backbone (else ``caphuman.ckpt``) stores ``alphas_cumprod`` in a precision below
+fp32, or a non-standard one, the scheduler config carries ``trained_betas`` that reproduce it exactly
+(:func:`caphuman.diffusion.schedulers.stored_schedule_betas`), as the original samples with the
+loaded buffer; fp32 files with the standard schedule keep the plain configuration. Pickles are loaded with ``weights_only=True``, or, when that
 refuses a Lightning checkpoint's extras, with the restricted unpickler of
 :mod:`caphuman.weights.checkpoint_unpickler` (foreign objects become inert placeholders, nothing runs).
 """
@@ -56,22 +66,10 @@ def load_state_dict(path: str | os.PathLike, log=None) -> dict:
     are dropped and reported to ``log``; nothing in the file is executed. A pickle record it will not
     rebuild raises :class:`UnsafePickleError`.
     """
-    import torch
+    from caphuman.diffusion.tensor_files import WeightsFile
 
-    from caphuman.weights.safe_load import load_checkpoint_state_dict
-
-    path = Path(path)
-    if not path.is_file():
-        raise MissingWeightsError(f"file not found: {path}")
-    if path.suffix != ".safetensors":
-        try:
-            return load_checkpoint_state_dict(path, log=log)
-        except UnsafePickleError as exc:
-            raise UnsafePickleError(f"{exc}; {SAFE_ALTERNATIVES}") from None
-    from safetensors.torch import load_file
-
-    sd = load_file(str(path))
-    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    f = WeightsFile(path, log=log)
+    return f.tensors(lambda _k: True)
 
 
 # ---------------------------------------------------------------------------- key report
@@ -166,28 +164,57 @@ def capface_config_from_original(cfg: dict, checkpoint: dict) -> dict:
                 transformer_layers_per_block=u["transformer_layers_per_block"])
 
 
-# ---------------------------------------------------------------------------- model builders
-def _load_strict(model_cls, config: dict, state_dict: dict, what: str):
-    """Build ``model_cls(**config)`` without initialising weights and load ``state_dict`` strictly."""
-    from accelerate import init_empty_weights
+# ---------------------------------------------------------------------------- checking and writing
+def _meta_model(build):
+    """``build()`` on the meta device: the module tree and state-dict shapes, no weights allocated."""
+    import torch
 
+    with torch.device("meta"):
+        return build()
+
+
+def _check_against(model, state_dict: dict, what: str) -> None:
+    """``state_dict`` has exactly the model's keys and shapes (else an InputError naming a few)."""
     missing = sorted(k for k, v in state_dict.items() if v is None)
     if missing:
         raise InputError(f"{what}: checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    with init_empty_weights():
-        model = model_cls(**config)
-    expected = set(model.state_dict())
-    got = set(state_dict)
-    if expected != got:
-        raise InputError(f"{what}: key mismatch, missing {sorted(expected - got)[:5]} "
-                         f"unexpected {sorted(got - expected)[:5]} (is --original-config right?)")
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()},
-                              strict=True, assign=True)
-    except RuntimeError as exc:
-        raise InputError(f"{what}: {str(exc).splitlines()[0]} ... (shape mismatch; is --original-config right?)") \
-            from None
-    return model.eval()
+    own = model.state_dict()
+    if set(own) != set(state_dict):
+        raise InputError(f"{what}: key mismatch, missing {sorted(set(own) - set(state_dict))[:5]} "
+                         f"unexpected {sorted(set(state_dict) - set(own))[:5]} (is --original-config right?)")
+    for k, v in own.items():
+        if tuple(state_dict[k].shape) != tuple(v.shape):
+            raise InputError(f"{what}: {k} has shape {list(state_dict[k].shape)} in the file, the model expects "
+                             f"{list(v.shape)} (shape mismatch; is --original-config right?)")
+
+
+def _write_diffusers(model, state_dict: dict, folder: Path, dtype) -> None:
+    """``config.json`` + ``diffusion_pytorch_model.safetensors`` as ``ModelMixin.save_pretrained`` names them."""
+    from caphuman.diffusion.tensor_files import write_safetensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_config(folder)
+    write_safetensors(folder / "diffusion_pytorch_model.safetensors", {k: state_dict[k] for k in model.state_dict()},
+                      dtype=dtype)
+
+
+def _write_transformers(model, state_dict: dict, folder: Path, dtype) -> None:
+    """``config.json`` + ``model.safetensors`` as ``PreTrainedModel.save_pretrained`` names them."""
+    from caphuman.diffusion.tensor_files import write_safetensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    config.architectures = [type(model).__name__]
+    config.dtype = str(dtype).removeprefix("torch.")
+    config.save_pretrained(folder)
+    write_safetensors(folder / "model.safetensors", {k: state_dict[k] for k in model.state_dict()}, dtype=dtype)
+
+
+def _release() -> None:
+    """Drop what the last component mapped (cycles included) before the next one is read."""
+    import gc
+
+    gc.collect()
 
 
 def _clip_state_dict(model, sd: dict) -> dict:
@@ -200,15 +227,6 @@ def _clip_state_dict(model, sd: dict) -> dict:
     return sd
 
 
-def _load_clip(model_cls, config, sd: dict, what: str):
-    model = model_cls(config)
-    sd = _clip_state_dict(model, sd)
-    result = model.load_state_dict(sd, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(f"{what}: missing {result.missing_keys[:5]} unexpected {result.unexpected_keys[:5]}")
-    return model.eval()
-
-
 def _clip_source(clip: str | os.PathLike | None) -> str:
     if clip is not None:
         return str(clip)
@@ -219,14 +237,24 @@ def _clip_source(clip: str | os.PathLike | None) -> str:
 
 
 def _clip_part(source: str, loader, subfolder: str):
-    """Load from a transformers CLIP repo/folder, or from a diffusers folder's ``subfolder``."""
+    """Load from a transformers CLIP repo/folder, or from a diffusers folder's ``subfolder`` (failures,
+    a code-running ``pytorch_model.bin`` included, are one clear CapHumanError)."""
+    from caphuman.weights.safe_load import load_pretrained
+
+    what = f"CLIP {subfolder.replace('_', ' ')}"
     if Path(source, subfolder).is_dir():
-        return loader(source, subfolder=subfolder)
-    return loader(source)
+        return load_pretrained(loader, source, what, subfolder=subfolder)
+    return load_pretrained(loader, source, what)
 
 
 def _is_single_file(source: str) -> bool:
     return Path(source).is_file()
+
+
+def _from_pretrained(loader, source: str, what: str, **kwargs):
+    from caphuman.weights.safe_load import load_pretrained
+
+    return load_pretrained(loader, source, what, **kwargs).eval()
 
 
 # ---------------------------------------------------------------------------- main entry
@@ -234,10 +262,28 @@ def _is_single_file(source: str) -> bool:
 class ConversionResult:
     out_dir: Path
     reports: list[KeyReport]
+    #: ``trained_betas`` of the files' own schedule, or None (the standard SD1.5 schedule).
+    trained_betas: list[float] | None = None
 
     @property
     def complete(self) -> bool:
         return all(not r.unaccounted for r in self.reports)
+
+
+def _schedule(files, log) -> list[float] | None:
+    """The files' schedule as ``trained_betas``: the last file loaded that stores ``alphas_cumprod``
+    wins (backbone after ``caphuman.ckpt``, as the original loads them); None = the standard one."""
+    from caphuman.diffusion.schedulers import stored_schedule_betas
+
+    for f in reversed(files):
+        if f is not None and "alphas_cumprod" in f:
+            stored = f.tensors(["alphas_cumprod"])["alphas_cumprod"]
+            betas = stored_schedule_betas(stored, where=f.name)
+            if betas is not None:
+                log(f"sampling schedule: alphas_cumprod as stored in {f.name} ({f.dtype_name('alphas_cumprod')}), "
+                    "as the original samples with it")
+            return betas
+    return None
 
 
 def convert_caphuman(
@@ -251,7 +297,8 @@ def convert_caphuman(
     half: bool = False,
     log=print,
 ) -> ConversionResult:
-    """Convert and save; returns the key reports. Raises ``CapHumanError`` subclasses on user errors."""
+    """Convert and save, one component at a time; returns the key reports. Raises ``CapHumanError``
+    subclasses on user errors."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
@@ -263,24 +310,33 @@ def convert_caphuman(
     from caphuman.diffusion.capface import CapFaceModel
     from caphuman.diffusion.pipeline import CapHumanPipeline
     from caphuman.diffusion.schedulers import make_scheduler
+    from caphuman.diffusion.tensor_files import WeightsFile
     from caphuman.face.clip_image import pil_processor_class
 
     warnings.filterwarnings("ignore", message=".*image_size.*deprecated", category=FutureWarning)
+    dtype = torch.float16 if half else torch.float32
     cfg = load_original_config(original_config)
     clip_src = _clip_source(clip)
     backbone = str(backbone)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is an existing file; name a folder")
 
     # ---- caphuman.ckpt: CapFace + projections (+ CLIP vision, decoy copies of the SD parts)
     log(f"reading {caphuman_ckpt}")
-    ck = load_state_dict(caphuman_ckpt, log=log)
-    ck_report = KeyReport(Path(caphuman_ckpt).name, set(ck))
-    ck_report.ignored.update({k: "DDPM schedule buffer" for k in ck if k in SCHEDULE_BUFFERS})
-    ck_report.ignored.update({k: "position_ids buffer" for k in ck if k.endswith("embeddings.position_ids")})
+    ck = WeightsFile(caphuman_ckpt, log=log)
+    ck_report = KeyReport(ck.name, set(ck.keys()))
+    ck_report.ignored.update({k: "DDPM schedule buffer" for k in ck.keys() if k in SCHEDULE_BUFFERS})
+    ck_report.ignored.update({k: "position_ids buffer" for k in ck.keys() if k.endswith("embeddings.position_ids")})
     if f"{CONTROL_PREFIX}time_embed.0.weight" not in ck:
         raise InputError(f"{caphuman_ckpt} has no {CONTROL_PREFIX}* keys: not a CapHuman checkpoint")
+    for name in ("id_linear", "img_linear"):
+        if f"{name}.weight" not in ck:
+            raise InputError(f"{caphuman_ckpt} lacks id_linear/img_linear")
 
-    control = _Recorder({k[len(CONTROL_PREFIX):]: v for k, v in ck.items() if k.startswith(CONTROL_PREFIX)})
-    capface_cfg = capface_config_from_original(cfg, ck)
+    src = ck.tensors(lambda k: k.startswith(STRICT_PREFIXES))
+    control = _Recorder({k[len(CONTROL_PREFIX):]: v for k, v in src.items() if k.startswith(CONTROL_PREFIX)})
+    capface_cfg = capface_config_from_original(cfg, {})
     trunk = convert_controlnet_checkpoint(control, capface_cfg)
     read = set(control.read)
     extra = {"mask_head.0.weight": control.get("mask_predict.0.weight"),
@@ -288,115 +344,151 @@ def convert_caphuman(
     read |= {"mask_predict.0.weight", "mask_predict.0.bias"}
     for name in ("id_linear", "img_linear"):
         for p in ("weight", "bias"):
-            extra[f"{name}.{p}"] = ck.get(f"{name}.{p}")
+            extra[f"{name}.{p}"] = src.get(f"{name}.{p}")
     capface_sd = {f"controlnet.{k}": v for k, v in trunk.items()} | extra
-    id_w, img_w = extra["id_linear.weight"], extra["img_linear.weight"]
-    if id_w is None or img_w is None:
-        raise InputError(f"{caphuman_ckpt} lacks id_linear/img_linear")
-    capface_cfg.update(id_embedding_dim=id_w.shape[1], image_embedding_dim=img_w.shape[1])
+    capface_cfg.update(id_embedding_dim=ck.shape("id_linear.weight")[1],
+                       image_embedding_dim=ck.shape("img_linear.weight")[1])
     ck_report.consumed |= {CONTROL_PREFIX + k for k in read if k in control}
-    ck_report.mark_consumed({k: v for k, v in ck.items() if k.startswith(("id_linear.", "img_linear."))},
+    ck_report.mark_consumed({k: v for k, v in src.items() if k.startswith(("id_linear.", "img_linear."))},
                             [capface_sd])
     strict_unused = sorted(k for k in ck_report.unaccounted if k.startswith(STRICT_PREFIXES))
     if strict_unused:
-        raise InputError(f"unexpected CapFace keys in {Path(caphuman_ckpt).name} ({len(strict_unused)}), "
+        raise InputError(f"unexpected CapFace keys in {ck.name} ({len(strict_unused)}), "
                          f"e.g. {strict_unused[:5]}: not the expected architecture")
-    capface = _load_strict(CapFaceModel, capface_cfg, capface_sd, "CapFace")
+    capface = _meta_model(lambda: CapFaceModel(**capface_cfg))
+    _check_against(capface, capface_sd, "CapFace")
+    _write_diffusers(capface, capface_sd, out_dir / "capface", dtype)
+    del src, control, trunk, extra, capface_sd
+    _release()
 
     # ---- backbone: UNet (+ VAE, text encoder)
     reports = [ck_report]
+    bb = None
     if _is_single_file(backbone):
         log(f"reading {backbone}")
-        bb = load_state_dict(backbone, log=log)
-        bb_report = KeyReport(Path(backbone).name, set(bb))
-        bb_report.ignored.update({k: "position_ids buffer" for k in bb if k.endswith("embeddings.position_ids")})
-        bb_report.ignored.update({k: "DDPM schedule buffer" for k in bb if k in SCHEDULE_BUFFERS})
-        bb_report.ignored.update({k: "EMA copy (not used)" for k in bb if k.startswith("model_ema.")})
+        bb = WeightsFile(backbone, log=log)
+        bb_report = KeyReport(bb.name, set(bb.keys()))
+        bb_report.ignored.update({k: "position_ids buffer" for k in bb.keys() if k.endswith("embeddings.position_ids")})
+        bb_report.ignored.update({k: "DDPM schedule buffer" for k in bb.keys() if k in SCHEDULE_BUFFERS})
+        bb_report.ignored.update({k: "EMA copy (not used)" for k in bb.keys() if k.startswith("model_ema.")})
         reports.append(bb_report)
-        unet_cfg = create_unet_diffusers_config_from_ldm(cfg, bb, image_size=512)
-        unet_sd = convert_ldm_unet_checkpoint(bb, unet_cfg)
-        unet = _load_strict(UNet2DConditionModel, unet_cfg, unet_sd, "UNet")
-        bb_report.mark_consumed({k: v for k, v in bb.items() if k.startswith(UNET_PREFIX)}, [unet_sd])
-        ck_report.supersede(UNET_PREFIX, f"backbone {Path(backbone).name}")
-        text_sd = {k: v for k, v in bb.items() if k.startswith(TEXT_PREFIX + "text_model.")}
-        text_from = bb_report if text_sd else ck_report
-        text_src = bb if text_sd else ck
+        unet_cfg = create_unet_diffusers_config_from_ldm(cfg, {}, image_size=512)
+        src = bb.tensors(lambda k: k.startswith(UNET_PREFIX))
+        unet_sd = convert_ldm_unet_checkpoint(dict(src), unet_cfg)
+        unet = _meta_model(lambda: UNet2DConditionModel(**unet_cfg))
+        _check_against(unet, unet_sd, "UNet")
+        _write_diffusers(unet, unet_sd, out_dir / "unet", dtype)
+        bb_report.mark_consumed(src, [unet_sd])
+        del src, unet_sd
+        ck_report.supersede(UNET_PREFIX, f"backbone {bb.name}")
+        text_keys = [k for k in bb.keys() if k.startswith(TEXT_PREFIX + "text_model.")]
+        text_from, text_file = (bb_report, bb) if text_keys else (ck_report, ck)
     else:
         log(f"loading diffusers backbone {backbone}")
-        bb = None
-        try:
-            unet = UNet2DConditionModel.from_pretrained(backbone, subfolder="unet").eval()
-        except (OSError, ValueError) as exc:
-            raise MissingWeightsError(f"cannot load a backbone from {backbone!r}: {str(exc).splitlines()[0]}") \
-                from None
+        unet = _from_pretrained(UNet2DConditionModel.from_pretrained, backbone, "backbone UNet", subfolder="unet")
+        _write_diffusers(unet, unet.state_dict(), out_dir / "unet", dtype)
+        unet = _meta_model(lambda: UNet2DConditionModel(**unet.config))
         ck_report.supersede(UNET_PREFIX, f"backbone {backbone}")
-        text_from, text_src = None, None
+        text_from, text_file = None, None
+    _release()
 
     # ---- VAE: --vae > backbone
-    vae_cfg = create_vae_diffusers_config_from_ldm(cfg, ck, image_size=512)
+    vae_cfg = create_vae_diffusers_config_from_ldm(cfg, {}, image_size=512)
+    vae_file = None
     if vae is not None and _is_single_file(str(vae)):
-        v_sd_src = load_state_dict(vae, log=log)
-        v_report = KeyReport(Path(vae).name, set(v_sd_src))
+        vae_file = WeightsFile(vae, log=log)
+        v_report = KeyReport(vae_file.name, set(vae_file.keys()))
         reports.append(v_report)
-        vae_sd = convert_ldm_vae_checkpoint(v_sd_src, vae_cfg)
-        v_report.mark_consumed(v_sd_src, [vae_sd])
-        v_report.ignored.update({k: "EMA copy (not used)" for k in v_sd_src if k.startswith("model_ema.")})
-        vae_model = _load_strict(AutoencoderKL, vae_cfg, vae_sd, "VAE")
-        vae_by = f"--vae {Path(vae).name}"
+        v_report.ignored.update({k: "EMA copy (not used)" for k in vae_file.keys() if k.startswith("model_ema.")})
+        src = vae_file.tensors(lambda k: not k.startswith("model_ema."))
+        v_sd = convert_ldm_vae_checkpoint(dict(src), vae_cfg)
+        vae_by = f"--vae {vae_file.name}"
     elif vae is not None:
-        vae_model = AutoencoderKL.from_pretrained(str(vae)).eval()
+        src, v_report = None, None
+        vae_model = _from_pretrained(AutoencoderKL.from_pretrained, str(vae), "VAE")
+        v_sd = vae_model.state_dict()
         vae_by = f"--vae {vae}"
     elif bb is not None:
-        vae_sd = convert_ldm_vae_checkpoint({k: v for k, v in bb.items() if k.startswith(VAE_PREFIX)}, vae_cfg)
-        vae_model = _load_strict(AutoencoderKL, vae_cfg, vae_sd, "VAE")
-        reports[1].mark_consumed({k: v for k, v in bb.items() if k.startswith(VAE_PREFIX)}, [vae_sd])
-        vae_by = f"backbone {Path(backbone).name}"
+        src, v_report = bb.tensors(lambda k: k.startswith(VAE_PREFIX)), reports[1]
+        v_sd = convert_ldm_vae_checkpoint(dict(src), vae_cfg)
+        vae_by = f"backbone {bb.name}"
     else:
-        vae_model = AutoencoderKL.from_pretrained(backbone, subfolder="vae").eval()
+        src, v_report = None, None
+        vae_model = _from_pretrained(AutoencoderKL.from_pretrained, backbone, "backbone VAE", subfolder="vae")
+        v_sd = vae_model.state_dict()
+        vae_cfg = dict(vae_model.config)
         vae_by = f"backbone {backbone}"
+    vae_meta = _meta_model(lambda: AutoencoderKL(**vae_cfg))
+    _check_against(vae_meta, v_sd, "VAE")
+    _write_diffusers(vae_meta, v_sd, out_dir / "vae", dtype)
+    if src is not None:
+        v_report.mark_consumed(src, [v_sd])
+    del src, v_sd
+    vae_model = None
+    _release()
     ck_report.supersede(VAE_PREFIX, vae_by)
     if bb is not None and vae is not None:
         reports[1].supersede(VAE_PREFIX, vae_by)
 
     # ---- text encoder + tokenizer
-    if text_src is not None:
+    if text_file is not None:
         text_cfg = _clip_part(clip_src, CLIPTextConfig.from_pretrained, "text_encoder")
-        sd = convert_ldm_clip_checkpoint({k: v for k, v in text_src.items() if k.startswith(TEXT_PREFIX)})
-        text_encoder = _load_clip(CLIPTextModel, text_cfg, sd, "text encoder")
-        text_from.consumed |= {TEXT_PREFIX + k for k in sd if not k.endswith("position_ids")}
+        src = text_file.tensors(lambda k: k.startswith(TEXT_PREFIX))
+        text_encoder = _meta_model(lambda: CLIPTextModel(text_cfg))
+        sd = _clip_state_dict(text_encoder, convert_ldm_clip_checkpoint(dict(src)))
+        _check_against(text_encoder, sd, "text encoder")
+        _write_transformers(text_encoder, sd, out_dir / "text_encoder", dtype)
+        text_from.consumed |= {k for k in src if not k.endswith("position_ids")}
         if text_from is not ck_report:
-            ck_report.supersede(TEXT_PREFIX, f"backbone {Path(backbone).name}")
+            ck_report.supersede(TEXT_PREFIX, f"backbone {bb.name}")
+        del src, sd
     else:
-        text_encoder = CLIPTextModel.from_pretrained(backbone, subfolder="text_encoder").eval()
+        model = _from_pretrained(CLIPTextModel.from_pretrained, backbone, "backbone text encoder",
+                                 subfolder="text_encoder")
+        text_encoder = _meta_model(lambda: CLIPTextModel(model.config))
+        _write_transformers(text_encoder, model.state_dict(), out_dir / "text_encoder", dtype)
+        del model
         ck_report.supersede(TEXT_PREFIX, f"backbone {backbone}")
+    _release()
     tokenizer = _clip_part(clip_src, CLIPTokenizer.from_pretrained, "tokenizer")
 
     # ---- CLIP vision tower + image processor
-    vision_sd = {k[len(VISION_PREFIX):]: v for k, v in ck.items() if k.startswith(VISION_PREFIX)}
-    if vision_sd:
+    vision_keys = [k for k in ck.keys() if k.startswith(VISION_PREFIX)]
+    if vision_keys:
         vision_cfg = _clip_part(clip_src, CLIPVisionConfig.from_pretrained, "image_encoder")
-        image_encoder = _load_clip(CLIPVisionModel, vision_cfg, vision_sd, "CLIP vision")
-        ck_report.consumed |= {VISION_PREFIX + k for k in vision_sd if not k.endswith("position_ids")}
+        src = ck.tensors(vision_keys)
+        image_encoder = _meta_model(lambda: CLIPVisionModel(vision_cfg))
+        sd = _clip_state_dict(image_encoder, {k[len(VISION_PREFIX):]: v for k, v in src.items()})
+        _check_against(image_encoder, sd, "CLIP vision")
+        _write_transformers(image_encoder, sd, out_dir / "image_encoder", dtype)
+        ck_report.consumed |= {k for k in vision_keys if not k.endswith("position_ids")}
+        del src, sd
     else:
-        log(f"{Path(caphuman_ckpt).name} has no CLIP-vision copy; using {clip_src}")
-        image_encoder = _clip_part(clip_src, CLIPVisionModel.from_pretrained, "image_encoder").eval()
+        log(f"{ck.name} has no CLIP-vision copy; using {clip_src}")
+        model = _clip_part(clip_src, CLIPVisionModel.from_pretrained, "image_encoder").eval()
+        image_encoder = _meta_model(lambda: CLIPVisionModel(model.config))
+        _write_transformers(image_encoder, model.state_dict(), out_dir / "image_encoder", dtype)
+        del model
+    _release()
     # the PIL processor explicitly (transformers 5 would pick the torchvision one when torchvision is installed)
     feature_extractor = _clip_part(clip_src, pil_processor_class().from_pretrained, "feature_extractor")
 
-    # ---- report, then save
+    # ---- schedule, report, the small parts and the index
+    trained_betas = _schedule([ck, bb], log)
     for r in reports:
         log(r.format())
-    pipe = CapHumanPipeline(vae=vae_model, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                            capface=capface, scheduler=make_scheduler("ddim"), image_encoder=image_encoder,
+    scheduler = make_scheduler("ddim", trained_betas)
+    tokenizer.save_pretrained(out_dir / "tokenizer")
+    feature_extractor.save_pretrained(out_dir / "feature_extractor")
+    scheduler.save_pretrained(out_dir / "scheduler")
+    pipe = CapHumanPipeline(vae=vae_meta, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                            capface=capface, scheduler=scheduler, image_encoder=image_encoder,
                             feature_extractor=feature_extractor)
-    if half:
-        pipe.to(torch.float16)
-    out_dir = Path(out_dir)
-    pipe.save_pretrained(out_dir, safe_serialization=True)
+    pipe.save_config(out_dir)  # model_index.json, as save_pretrained writes it
     if identity is not None:
         shutil.copytree(identity, out_dir / "identity", dirs_exist_ok=True)
     log(f"wrote {out_dir}")
-    return ConversionResult(out_dir, reports)
+    return ConversionResult(out_dir, reports, trained_betas)
 
 
 __all__ = ["convert_caphuman", "load_state_dict", "KeyReport", "ConversionResult", "CapHumanError"]

@@ -120,17 +120,23 @@ def require_converted(folder: str | Path | None) -> Path:
 
 def load_pipeline(folder: str | Path, dtype=None):
     """``CapHumanPipeline.from_pretrained(folder, dtype=dtype)`` with the checks above; any failure
-    is a :class:`BrokenWeightsError` naming the damaged file (or a :class:`MissingWeightsError`)."""
+    is a :class:`BrokenWeightsError` naming the damaged file (or a :class:`MissingWeightsError`).
+    A scheduler that carries the files' schedule (``trained_betas``) is rebuilt as DDIM with it exactly."""
     from caphuman.diffusion.pipeline import CapHumanPipeline
 
     folder = Path(folder)
     comps = check_folder(folder)
     try:
-        return CapHumanPipeline.from_pretrained(str(folder), dtype=dtype)
+        pipe = CapHumanPipeline.from_pretrained(str(folder), dtype=dtype)
     except CapHumanError:
         raise
     except Exception as exc:  # noqa: BLE001 - turned into one message naming the file
         raise diagnose(folder, comps, exc) from exc
+    from caphuman.diffusion.schedulers import make_scheduler, schedule_betas_of
+
+    if schedule_betas_of(pipe.scheduler) is not None:  # the files' schedule, exact (see schedulers)
+        pipe.scheduler = make_scheduler("ddim", like=pipe.scheduler)
+    return pipe
 
 
 _SHAPE = re.compile(r"(\S+) expected shape torch\.Size\(\[([\d, ]*)\]\), but got torch\.Size\(\[([\d, ]*)\]\)")

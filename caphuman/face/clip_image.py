@@ -82,8 +82,10 @@ class ClipImageEncoder:
     def from_pretrained(cls, path: str | os.PathLike, local_files_only: bool = True) -> "ClipImageEncoder":
         from transformers import CLIPVisionModel
 
-        return cls(CLIPVisionModel.from_pretrained(str(path), local_files_only=local_files_only,
-                                                   use_safetensors=None))
+        from caphuman.weights.safe_load import load_pretrained
+
+        return cls(load_pretrained(CLIPVisionModel.from_pretrained, path, "CLIP image encoder",
+                                   local_files_only=local_files_only, use_safetensors=None))
 
     @property
     def image_size(self) -> int:

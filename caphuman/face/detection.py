@@ -11,8 +11,8 @@
   (no MediaPipe). Gives a box and, where found, the two eye centres.
 
 Coordinates are photo pixels, (x, y) = (column, row), continuous, origin at the top-left corner.
-Several faces: the one with the best face evidence is chosen (points found inside, then the
-detector's confidence among the main-subject-sized faces; see :func:`choose_face`) and a warning
+Several faces: among the main-subject-sized faces, the one with the best face evidence (points
+found inside, then the detector's confidence; see :func:`choose_face`) and a warning
 says how many were found (the original's FAN takes whichever face comes first, which can be a
 background face). No face: NoFaceError.
 """
@@ -294,22 +294,23 @@ MAIN_SUBJECT_AREA = 0.7
 
 
 def choose_face(faces: list[Face]) -> int:
-    """Index of the face to use, by face evidence first and size second.
+    """Index of the face to use: size first, then face evidence, then confidence.
 
-    Evidence: facial points found inside the box (the fallback's eyes; insightface always has
-    its 5 keypoints) beats a bare box, whatever the size (a box without eyes is often a
-    false positive such as a pattern on clothing). Among the candidates with the best evidence,
-    the faces of at least :data:`MAIN_SUBJECT_AREA` of the largest one's area are the main
-    subjects, and the most confident of them (detector score, then area) is chosen.
+    The main subjects are the faces of at least :data:`MAIN_SUBJECT_AREA` of the largest one's
+    area (a face clearly smaller than another is a background face, whatever was found in it).
+    Among them, evidence: facial points found inside the box (the fallback's eyes; insightface
+    always has its 5 keypoints) beats a bare box (a box without eyes among similar-sized ones is
+    often a false positive such as a pattern on clothing; the eye cascade also misses eyes in
+    large, sharp faces, so it must not outrank size). Then the detector's score, then the area.
     """
     def evidence(f: Face) -> int:
         return 2 if (f.landmarks is not None or f.mesh is not None) else 1 if f.keypoints is not None else 0
 
-    best = max(evidence(f) for f in faces)
-    group = [i for i, f in enumerate(faces) if evidence(f) == best]
-    biggest = max(faces[i].area for i in group)
-    main = [i for i in group if faces[i].area >= MAIN_SUBJECT_AREA * biggest]
-    return max(main, key=lambda i: (faces[i].score, faces[i].area))
+    biggest = max(f.area for f in faces)
+    main = [i for i, f in enumerate(faces) if f.area >= MAIN_SUBJECT_AREA * biggest]
+    best = max(evidence(faces[i]) for i in main)
+    group = [i for i in main if evidence(faces[i]) == best]
+    return max(group, key=lambda i: (faces[i].score, faces[i].area))
 
 
 def detect_faces(rgb: np.ndarray, detector: FaceDetector | None = None, backend: str = "auto",

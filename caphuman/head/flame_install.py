@@ -82,6 +82,15 @@ def check_flame_pickle(path: Path) -> dict:
         problems.append("joints (expected 5)")
     if problems:
         raise InputError(f"{path.name}: not the FLAME layout: {'; '.join(problems)}")
+    for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"):
+        arr = np.asarray(raw[key])
+        if arr.dtype.kind not in "fiu" or not np.isfinite(arr.astype(np.float64, copy=False)).all():
+            problems.append(f"{key} holds NaN, infinity or non-numbers")
+    faces = np.asarray(raw["f"])
+    if faces.dtype.kind not in "iu" or faces.min() < 0 or faces.max() >= FLAME_VERTICES:
+        problems.append(f"f indexes vertices outside 0..{FLAME_VERTICES - 1}")
+    if problems:
+        raise InputError(f"{path.name}: a damaged FLAME model: {'; '.join(problems)}")
     return raw
 
 
@@ -109,8 +118,13 @@ def install_flame(source: str | os.PathLike, flame_dir: str | os.PathLike | None
     if not source.is_file():
         raise InputError(f"{source}: no such file (expected FLAME2023Open.zip, flame2023_Open.pkl or "
                          "generic_model.pkl)")
-    flame_dir = Path(flame_dir) if flame_dir is not None else local_path("flame").parent
-    flame_dir.mkdir(parents=True, exist_ok=True)
+    flame_dir = Path(flame_dir).expanduser() if flame_dir is not None else local_path("flame").parent
+    if flame_dir.exists() and not flame_dir.is_dir():
+        raise InputError(f"{flame_dir} is an existing file, not a folder: name a folder to install into")
+    try:
+        flame_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, no permission, read-only disk
+        raise InputError(f"cannot create the folder {flame_dir} ({exc.strerror or type(exc).__name__})") from None
     staging = flame_dir / f".installing-{os.getpid()}-{time.monotonic_ns()}"
     staging.mkdir()
     try:
@@ -134,21 +148,43 @@ def install_flame(source: str | os.PathLike, flame_dir: str | os.PathLike | None
         sha = _sha256(staged)
         release, licence = FLAME_RELEASES[model_name]
         target = flame_dir / model_name
-        os.replace(staged, target)
+        record = {"model": model_name, "release": release, "licence": licence, "sha256": sha,
+                  "source": source.name, "verified": verified}
+        if model_name == "flame2023_Open.pkl":
+            record["attribution"] = FLAME_2023_OPEN_ATTRIBUTION
+        notes = [f"installed {release} ({licence}) at {target} [{verified}]"]
+        if "attribution" in record:
+            notes.append("CC-BY-4.0 asks you to credit it wherever you publish results: " + record["attribution"])
+        notes += _commit(flame_dir, staging, staged, target, record, log)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    record = {"model": model_name, "release": release, "licence": licence, "sha256": sha,
-              "source": source.name, "verified": verified}
-    if model_name == "flame2023_Open.pkl":
-        record["attribution"] = FLAME_2023_OPEN_ATTRIBUTION
-    tmp = flame_dir / (INSTALL_RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, flame_dir / INSTALL_RECORD)
-    notes = [f"installed {release} ({licence}) at {target} [{verified}]"]
-    if "attribution" in record:
-        notes.append("CC-BY-4.0 asks you to credit it wherever you publish results: " + record["attribution"])
-    notes += _finish(flame_dir, log)
     return InstalledFlame(target, release, licence, verified, sha, notes)
+
+
+def _commit(flame_dir: Path, staging: Path, staged: Path, target: Path, record: dict, log) -> list[str]:
+    """Put the checked model in place, record it and convert it; if any of that fails, the files it
+    replaced (model, record, cache) are put back, so a working install keeps working."""
+    touched = [target, flame_dir / INSTALL_RECORD, target.with_name(f"{target.stem}.caphuman.npz")]
+    backup = staging / "previous"
+    backup.mkdir()
+    saved = []
+    for path in touched:
+        if path.exists():
+            os.replace(path, backup / path.name)
+            saved.append(path)
+    try:
+        os.replace(staged, target)
+        tmp = flame_dir / (INSTALL_RECORD + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, flame_dir / INSTALL_RECORD)
+        return _finish(flame_dir, log)
+    except BaseException:
+        for path in touched:
+            if path.exists():
+                path.unlink()
+        for path in saved:
+            os.replace(backup / path.name, path)
+        raise
 
 
 def _check_archive(source: Path) -> str:

@@ -36,6 +36,8 @@ Joints: 0 global (root), 1 neck, 2 jaw, 3 left eye, 4 right eye.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -121,6 +123,12 @@ class HeadModelData:
             arr = getattr(self, fld.name)
             if isinstance(arr, np.ndarray) and arr.dtype.kind == "f":
                 need(bool(np.isfinite(arr).all()), f"{fld.name} contains NaN or infinity")
+        # the framing divides by the template landmarks' height: a degenerate (e.g. zeroed) template
+        # is a damaged file, not a head
+        tri = self.v_template[self.f[self.full_lmk_faces_idx]]  # (68, 3 corners, 3)
+        lmk_y = np.einsum("lc,lc->l", self.full_lmk_bary_coords, tri[:, :, 1])
+        need(float(lmk_y.max() - lmk_y.min()) > 0, "the template's landmarks have no vertical extent "
+             "(a degenerate or damaged model)")
         return self
 
     # ------------------------------------------------------------------ storage
@@ -145,8 +153,8 @@ class HeadModelData:
                 data = {k: z[k] for k in z.files}
         except ValueError as exc:  # object arrays need pickles: refuse
             raise InputError(f"{path}: not a plain-array head model file ({exc})") from None
-        except (OSError, EOFError) as exc:
-            raise InputError(f"{path}: cannot read head model ({exc})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, MemoryError) as exc:
+            raise InputError(f"{path}: cannot read head model ({type(exc).__name__}: {str(exc)[:120]})") from None
         missing = [f.name for f in fields(cls) if f.name not in data and f.name not in ("name", "licence", "source")]
         if missing:
             raise InputError(f"{path}: head model file lacks {', '.join(missing)}")
@@ -158,9 +166,18 @@ class HeadModelData:
             if fld.name in ("name", "licence", "source"):
                 kwargs[fld.name] = str(v)
             elif fld.name == "num_shape":
+                if v.shape != () or v.dtype.kind not in "iu":
+                    raise InputError(f"{path}: num_shape is not an integer")
                 kwargs[fld.name] = int(v)
             elif v.dtype.kind in "iu":
                 kwargs[fld.name] = v.astype(np.int64)
-            else:
+            elif v.dtype.kind in "fb":
                 kwargs[fld.name] = v.astype(np.float32)
-        return cls(**kwargs).validate()
+            else:
+                raise InputError(f"{path}: {fld.name} is not a numeric array ({v.dtype})")
+        try:
+            return cls(**kwargs).validate()
+        except (IndexError, ValueError, TypeError) as exc:  # shapes too broken for the checks themselves
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{path}: not a consistent head model ({str(exc)[:120]})") from None

@@ -95,6 +95,15 @@ def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
     return text.encode(encoding)
 
 
+def _bytes(*args: Any) -> bytes:
+    """``bytes()`` / ``bytes(str, 'latin1')`` as protocol-2 pickles write them (an empty array's data)."""
+    if not args:
+        return b""
+    if len(args) == 2:
+        return _codecs_encode(*args)
+    raise UnsafePickleError("pickle asks for bytes() with unexpected arguments; refused")
+
+
 def _numpy_global(module: str, name: str) -> Any:
     if module.startswith(("numpy.core.multiarray", "numpy._core.multiarray")):
         from numpy._core import multiarray
@@ -125,6 +134,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _codecs_encode
         if module in ("__builtin__", "builtins") and name == "object":
             return object
+        if module in ("__builtin__", "builtins") and name == "bytes":
+            return _bytes
         if module in ("collections",) and name == "OrderedDict":
             import collections
 
@@ -138,14 +149,57 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"refusing to load {module}.{name} from a pickle (not on the allow-list)")
 
 
+class _BoundedStream:
+    """A file the unpickler reads through: a read larger than what is left of the file (a declared
+    length such as BINUNICODE8's 2**62) is refused before anything is allocated for it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        import os
+
+        self._stream = stream
+        try:
+            self._end = os.fstat(stream.fileno()).st_size
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            pos = stream.tell()
+            self._end = stream.seek(0, io.SEEK_END)
+            stream.seek(pos)
+
+    def _check(self, n: int) -> None:
+        left = self._end - self._stream.tell()
+        if n is not None and n > max(left, 0):
+            raise InputError(f"corrupt pickle: an item declares {n:,} bytes but only {max(left, 0):,} are left "
+                             "in the file")
+
+    def read(self, n: int = -1) -> bytes:
+        if n is not None and n >= 0:
+            self._check(n)
+        return self._stream.read(n)
+
+    def readinto(self, buffer: Any) -> int:
+        self._check(len(memoryview(buffer)))
+        return self._stream.readinto(buffer)
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._stream.readline(limit)
+
+    def peek(self, n: int = 0) -> bytes:
+        peek = getattr(self._stream, "peek", None)
+        return peek(n) if peek is not None else b""
+
+
 def safe_unpickle(stream: BinaryIO, encoding: str = "latin1") -> Any:
-    """Unpickle from ``stream`` with the allow-list; return plain Python/numpy data."""
+    """Unpickle from ``stream`` with the allow-list; return plain Python/numpy data. Declared sizes
+    beyond the file and absurd nesting are corrupt-file errors, not allocations or crashes."""
     try:
-        return RestrictedUnpickler(stream, encoding=encoding).load()
-    except UnsafePickleError:
+        return RestrictedUnpickler(_BoundedStream(stream), encoding=encoding).load()
+    except (UnsafePickleError, InputError):
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise InputError(f"corrupt or unsupported pickle: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError) as exc:
+        raise InputError(f"corrupt or unsupported pickle: {str(exc)[:200]}") from None
+    except (MemoryError, RecursionError) as exc:
+        raise InputError(f"corrupt pickle: it asks for more than a model file can hold ({type(exc).__name__})") \
+            from None
 
 
 def load_pickle_file(path: Any) -> Any:
@@ -178,11 +232,46 @@ def load_npy_file(path: Any) -> Any:
             raise InputError(f"{path}: malformed .npy header")
         if header["descr"] != "|O":
             fh.seek(0)
-            return np.load(fh, allow_pickle=False)
+            try:  # a declared shape beyond the data is a short read, refused; never a huge allocation
+                return np.load(fh, allow_pickle=False)
+            except (ValueError, OSError, EOFError, TypeError, MemoryError) as exc:
+                raise InputError(f"{path}: a corrupt or truncated .npy file ({str(exc)[:120]})") from None
         obj = safe_unpickle(fh)
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         return obj.item()
     return obj
+
+
+#: A sparse matrix from a file becomes dense only up to this many cells (FLAME's J_regressor: 5 x 5023).
+MAX_DENSE_CELLS = 50_000_000
+
+
+def _sparse_to_dense(value: Any) -> np.ndarray:
+    """A pickled scipy sparse matrix rebuilt through scipy's checking constructors, then made dense;
+    a declared shape beyond :data:`MAX_DENSE_CELLS` or inconsistent index arrays are refused."""
+    import scipy.sparse as sp
+
+    state = getattr(value, "__dict__", {})
+    shape = state.get("_shape", state.get("shape"))
+    try:
+        rows, cols = (int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise InputError("corrupt pickle: a sparse matrix without a valid shape") from None
+    if rows < 0 or cols < 0 or rows * cols > MAX_DENSE_CELLS:
+        raise InputError(f"corrupt or foreign pickle: a sparse matrix declares {rows:,} x {cols:,} cells "
+                         f"(a model file's have at most {MAX_DENSE_CELLS:,})")
+    try:
+        if isinstance(value, sp.coo_matrix):
+            rebuilt = sp.coo_matrix((np.asarray(state["data"]), (np.asarray(state["row"]), np.asarray(state["col"]))),
+                                    shape=(rows, cols))
+        else:
+            cls = sp.csc_matrix if isinstance(value, sp.csc_matrix) else sp.csr_matrix
+            rebuilt = cls((np.asarray(state["data"]), np.asarray(state["indices"]), np.asarray(state["indptr"])),
+                          shape=(rows, cols))
+            rebuilt.check_format(full_check=True)
+        return np.asarray(rebuilt.toarray())
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(f"corrupt pickle: an inconsistent sparse matrix ({str(exc)[:120]})") from None
 
 
 def to_numpy(value: Any) -> Any:
@@ -191,6 +280,8 @@ def to_numpy(value: Any) -> Any:
         return value.to_array()
     if isinstance(value, dict):
         return {k: to_numpy(v) for k, v in value.items()}
+    if isinstance(value, _SPARSE_CLASSES()):
+        return _sparse_to_dense(value)
     if hasattr(value, "toarray") and hasattr(value, "nnz"):
         return np.asarray(value.toarray())
     if type(value).__module__.startswith("torch"):

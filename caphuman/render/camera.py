@@ -39,7 +39,9 @@ class Framing:
         pivot = (lo + hi) / 2.0
         height = float(hi[1] - lo[1])
         if not np.isfinite(height) or height <= 0:
-            raise ValueError("landmarks have no vertical extent")
+            from caphuman.errors import InputError
+
+            raise InputError("the head model's landmarks have no vertical extent (a degenerate or damaged model)")
         return cls(pivot=tuple(float(v) for v in pivot), base_scale=FACE_HEIGHT_NDC / height)
 
 

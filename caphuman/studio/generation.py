@@ -195,7 +195,7 @@ class Generator:
         from caphuman.diffusion.lora import apply_fast_lora, apply_lora
         from caphuman.diffusion.presets import uses_fast_lora
 
-        pipe.scheduler = make_scheduler(params.scheduler)
+        pipe.scheduler = make_scheduler(params.scheduler, like=pipe.scheduler)
         self._lora = apply_lora(pipe, params.lora, params.lora_scale, active=self._lora)
         apply_fast_lora(pipe, uses_fast_lora(params.scheduler))
         seeds = [(params.seed + i) % (MAX_SEED + 1) for i in range(params.num_images)]

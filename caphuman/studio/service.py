@@ -187,7 +187,9 @@ class StudioService:
         if resolved.kind != "flame":
             raise InputError(f"{result.release} was installed, but the head cannot switch yet: {result.notes[-1]}")
         self._use(resolved)
-        return result.notes
+        from caphuman.errors import without_paths
+
+        return [without_paths(n) for n in result.notes]  # shown to the user: no server paths
 
     # ------------------------------------------------------------------ analysis
     def analyze(self, source, size: int = PREVIEW_SIZE) -> reference_mod.Reference:

@@ -2,7 +2,9 @@
 
 Every member name is checked before anything is written: absolute paths, ``..`` parts, drive
 letters and symbolic links are refused, and so is an archive whose members would unpack beyond
-a byte budget or a ratio over the archive's own size (a zip bomb). Members are written with
+a byte budget or a ratio over the archive's own size (a zip bomb). So are members this reader
+cannot unpack: encrypted ones (any encryption flag), compression methods other than stored,
+deflate, bzip2 and LZMA (e.g. deflate64, method 9), and patched data. Members are written with
 their declared size enforced, so a lying header cannot overfill the disk either.
 """
 
@@ -18,6 +20,29 @@ MAX_UNPACKED_BYTES = 4 << 30
 MAX_UNPACK_RATIO = 200
 #: A single member larger than this must not exceed MAX_UNPACK_RATIO over its compressed size.
 RATIO_CHECK_BYTES = 16 << 20
+#: Compression methods Python's zipfile unpacks (the others raise NotImplementedError mid-read).
+SUPPORTED_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                     zipfile.ZIP_LZMA: "LZMA"}
+_METHOD_NAMES = {9: "deflate64", 6: "implode", 1: "shrink", 93: "zstandard", 95: "xz", 98: "PPMd", 99: "AES"}
+#: General-purpose flag bits: 0x1 encrypted, 0x40 strong encryption, 0x2000 encrypted central directory;
+#: 0x20 compressed patched data.
+_ENCRYPTED_FLAGS = 0x1 | 0x40 | 0x2000
+_PATCHED_FLAG = 0x20
+
+
+def _check_readable(info: zipfile.ZipInfo, name: str) -> None:
+    """Refuse a member zipfile would fail on half-way (encrypted, unsupported method, patched)."""
+    if info.flag_bits & _ENCRYPTED_FLAGS:
+        raise ArchiveError(f"{name}: member {info.filename!r} is encrypted (password-protected): not supported; "
+                           "use the archive as published, unencrypted")
+    if info.compress_type not in SUPPORTED_METHODS:
+        method = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        raise ArchiveError(f"{name}: member {info.filename!r} is compressed with {method} (method "
+                           f"{info.compress_type}), which cannot be unpacked here; re-pack it with ordinary "
+                           "deflate (e.g. `zip -r`)")
+    if info.flag_bits & _PATCHED_FLAG:
+        raise ArchiveError(f"{name}: member {info.filename!r} holds patched data (an old PKWARE extension): "
+                           "not supported; re-pack it with ordinary deflate")
 
 
 class ArchiveError(InputError):
@@ -52,12 +77,14 @@ def checked_members(zf: zipfile.ZipFile, name: str, max_bytes: int = MAX_UNPACKE
             raise ArchiveError(f"{name}: member {info.filename!r} points outside the folder: refused")
         if (info.external_attr >> 16) & 0o170000 == 0o120000:
             raise ArchiveError(f"{name}: member {info.filename!r} is a symbolic link: refused")
+        _check_readable(info, name)
         members.append((info, parts))
     return members
 
 
 def extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, name: str) -> Path:
     """Write one member to ``out`` reading at most its declared size (+1 byte to detect a lie)."""
+    _check_readable(info, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with zf.open(info) as src, open(out, "wb") as dst:
@@ -68,9 +95,11 @@ def extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, name: 
                     break
                 dst.write(block)
                 remaining -= len(block)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # CRC errors are BadZipFile
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError,
+            MemoryError) as exc:  # CRC errors are BadZipFile; a lying header can surface as any of these
         out.unlink(missing_ok=True)
-        raise ArchiveError(f"{name}: member {info.filename!r} is corrupt ({exc}); download it again") from None
+        raise ArchiveError(f"{name}: member {info.filename!r} is corrupt ({type(exc).__name__}: "
+                           f"{str(exc)[:160]}); download it again") from None
     if out.stat().st_size != info.file_size:
         out.unlink(missing_ok=True)
         raise ArchiveError(f"{name}: member {info.filename!r} is corrupt (size differs from its header)")

@@ -51,18 +51,20 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def read_checkpoint(path: Path) -> tuple[Any, bool]:
+def read_checkpoint(path: Path, mmap: bool = False) -> tuple[Any, bool]:
     """``(object, restricted)`` from a torch pickle on the CPU.
 
     ``restricted`` is True when ``weights_only=True`` refused the file and the restricted
     unpickler read it (its foreign objects are :class:`~caphuman.weights.checkpoint_unpickler.Neutralised`).
+    ``mmap``: map the file instead of reading the storages (zip-format checkpoints only): tensors are
+    read when first touched, so a caller that uses a few of them reads only those.
     """
     import pickle
 
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True), False
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap), False
     except pickle.UnpicklingError:
         pass  # retried below, outside this block, so the refused attempt's tensors are freed first
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
@@ -75,7 +77,8 @@ def read_checkpoint(path: Path) -> tuple[Any, bool]:
     from caphuman.weights import checkpoint_unpickler
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=checkpoint_unpickler)
+        obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=checkpoint_unpickler,
+                         mmap=mmap)
     except CapHumanError:
         raise
     except Exception as exc:  # corrupt data surfaces as any error type of torch's/pickle's own code
@@ -154,17 +157,17 @@ def split_state_dict(obj: Any) -> tuple[dict, list[str]]:
 
 
 def load_checkpoint_state_dict(path: str | os.PathLike, key: str | None = None,
-                               log: Callable[[str], Any] | None = None) -> dict:
+                               log: Callable[[str], Any] | None = None, mmap: bool = False) -> dict:
     """The tensors of a checkpoint's ``state_dict`` (Lightning) or of a bare state dict.
 
     Non-tensor extras (``callbacks``, ``hyper_parameters``, ``optimizer_states``, ``global_step`` ...)
     are dropped and reported to ``log`` (default: the ``caphuman.weights`` logger) in one line.
-    Raises :class:`InputError` when no tensors are found.
+    Raises :class:`InputError` when no tensors are found. ``mmap``: see :func:`read_checkpoint`.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(missing_message(path, key))
-    obj, restricted = read_checkpoint(path)
+    obj, restricted = read_checkpoint(path, mmap=mmap)
     tensors, ignored = split_state_dict(obj)
     if not tensors:
         raise InputError(f"{path}: no state dict of tensors found in this checkpoint (it holds: {_join(ignored)})")
@@ -172,6 +175,25 @@ def load_checkpoint_state_dict(path: str | os.PathLike, key: str | None = None,
         how = " (read with the restricted unpickler; nothing was run)" if restricted else ""
         (log or _LOG.info)(f"{path.name}: ignored non-tensor extras{how}: {_join(ignored)}")
     return tensors
+
+
+def load_pretrained(loader: Callable[..., Any], source: str | os.PathLike, what: str, **kwargs: Any) -> Any:
+    """``loader(source, **kwargs)`` for a transformers/diffusers ``from_pretrained``, with its failures
+    as one clear line: a ``pytorch_model.bin`` that ``weights_only=True`` refuses (a pickle that would
+    run code) is an :class:`UnsafePickleError` (nothing from it ran), a missing or damaged folder an
+    :class:`InputError` naming ``what`` and ``source``."""
+    import pickle
+
+    try:
+        return loader(str(source), **kwargs)
+    except CapHumanError:
+        raise
+    except pickle.UnpicklingError:
+        raise UnsafePickleError(f"{what} at {source}: its pytorch_model.bin is a pickle that holds more than "
+                                "weights (it could run code); refused without running it. Use a copy with "
+                                "model.safetensors") from None
+    except (OSError, ValueError, KeyError, EOFError, RuntimeError) as exc:
+        raise InputError(f"cannot load the {what} from {source}: {_first_line(exc)}") from None
 
 
 def load_state_strict(module, state: dict, what: str,
