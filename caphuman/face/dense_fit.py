@@ -32,7 +32,7 @@ FIT_CONTROLS = ("smile", "brow_raise", "brow_furrow", "pucker", "wink_left", "wi
 #: Raw coefficients fitted at most (the rest stay 0).
 MAX_SHAPE, MAX_EXPRESSION = 40, 20
 #: Prior strengths: residual = strength x sqrt(points) x face height (NDC) x value / unit.
-PRIOR = {"shape": 0.004, "expression": 0.006, "control": 0.002, "yaw_pitch": 0.002, "jaw": 0.001, "eyes": 0.0004}
+PRIOR = {"shape": 0.02, "expression": 0.006, "control": 0.002, "yaw_pitch": 0.002, "jaw": 0.001, "eyes": 0.0004}
 #: Units of the priors: a coefficient's std, 60 degrees of yaw/pitch, 20 of jaw, 30 of gaze.
 PRIOR_UNIT = {"yaw_pitch": 60.0, "jaw": 20.0, "eyes": 30.0}
 #: soft-L1 scale: residuals beyond this share of the face height count linearly, not squared.
