@@ -144,6 +144,7 @@ class ImageScorer:
         self.detector = detector
         self.deca = deca if self.target.kind == "flame" else None
         self._refs: dict[str, tuple[np.ndarray | None, str | None]] = {}
+        self.last_fit = None  # the head state fitted to the last image scored (tests, debugging)
 
     def signature(self) -> str:
         """What decides the scores besides the pixels (cached scores count only while it matches)."""
@@ -204,7 +205,7 @@ class ImageScorer:
             out.identity_note = out.pose_note = out.expression_note = out.lighting_note = oc.NO_FACE
             return out
         out.faces, out.fit = len(found.faces), found.fit
-        fitted = found.state
+        fitted = self.last_fit = found.state
 
         # identity
         ref_vec, why = self.reference_embedding(reference)
