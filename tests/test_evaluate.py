@@ -381,3 +381,27 @@ def test_evaluate_end_to_end_resume_and_rescore(tiny_weights, tiny_clip, tmp_pat
         assert list(summary["metrics"]["clip_score"]["not_measured"].values()) == [16]
     finally:
         torch.set_num_threads(n)
+
+
+def test_a_photo_without_a_face_fails_its_jobs_and_says_why(tiny_weights, tmp_path, capsys):
+    """The blank photo's job fails (recorded, exit 1); the other photo's image is still scored."""
+    from PIL import Image
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "ada.jpg").write_bytes(ASTRONAUT.read_bytes())
+    Image.new("RGB", (128, 128), (128, 128, 128)).save(refs / "blank.png")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a portrait\n")
+    conds = tmp_path / "front.json"
+    conds.write_text('{"pose": {"yaw": 0}}')
+    out = tmp_path / "out"
+    assert _eval(refs, prompts, conds, out, "--weights", tiny_weights, "--clip", tmp_path / "no-clip", "--size", "64",
+                 "--steps", "1", "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert "failed: blank." in err and "face" in err
+    rows = {r["reference"]: r for r in _rows(out / "scores.csv")}
+    assert rows["blank"]["status"] == "failed" and "face" in rows["blank"]["error"]
+    assert rows["ada"]["status"] == "ok" and rows["ada"]["condition"] == "front"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["failed"] == 1 and summary["counts"]["scored"] == 1
