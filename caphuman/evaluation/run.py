@@ -81,6 +81,9 @@ def run_evaluation(args: argparse.Namespace) -> int:
             _say(f"warning: --conditions: {note}")
     settings = {**sampling_fields(args), "negative_prompt": args.negative_prompt}
     planned = inputs.plan_jobs(refs, prompts, conds, seeds, settings, modes, args.num_images)
+    from caphuman.batch.jobs import job_from_dict
+
+    job_from_dict(planned[0].job)  # the generation settings, checked before any model is looked for
 
     # 2. the plan, through the batch engine
     out = Path(args.out)
