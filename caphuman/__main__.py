@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("caphuman.cli.generate", "generate portraits from a reference photo and a prompt"),
     "sweep": ("caphuman.cli.sweep", "a contact sheet: one person, prompt and seed across a range of a head control"),
     "batch": ("caphuman.cli.batch", "run a JSONL file of jobs (resumable; several GPUs with accelerate launch)"),
+    "evaluate": ("caphuman.cli.evaluate",
+                 "the paper's protocol on your photos: photos x prompts x head conditions x seeds -> scores"),
     "convert": ("caphuman.cli.convert", "convert caphuman.ckpt + an SD1.5 backbone to a diffusers folder"),
     "download": ("caphuman.cli.download", "download the public weights into checkpoints/"),
     "install-flame": ("caphuman.cli.install_flame",

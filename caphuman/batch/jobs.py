@@ -18,6 +18,11 @@ Fields:
   (``yaw``, ``smile``) or nested (``{"pose": {"yaw": 20}}``); out-of-range values are refused.
   ``head_state``: a whole saved head state (an object, or a JSON file as written by ``preview --save-params``
   / the studio's preset button) instead of the fitted one, as ``generate --params`` does.
+  ``condition``: a head state (an object or a JSON file, validated like ``head_state``) whose fields
+  named by ``condition_modes`` (default ``pose,expression,lighting``; the words of ``--modes``:
+  position, pose, expression, lighting, all) replace the fitted ones, as a pose photo's do -- shape
+  and albedo stay the reference's (the ``evaluate`` command's head conditions). Applied after
+  ``head_state``, before ``head``.
 * ``sweep``: one axis ``"pose.yaw=-60:60:7"``, several (a list: a grid), or objects
   ``{"control": ..., "from": ..., "to": ..., "steps": ...}`` (see :mod:`caphuman.batch.sweep`). Every cell
   uses the job's seed.
@@ -53,7 +58,9 @@ from caphuman.errors import CapHumanError, InputError
 
 FIELDS = ("id", "reference", "pose_reference", "modes", "prompt", "negative_prompt", "head", "head_state", "sweep",
           "seed", "num_images", "steps", "guidance", "strength", "tau", "resolution", "size", "scheduler", "preset",
-          "lora", "lora_scale")
+          "lora", "lora_scale", "condition", "condition_modes")
+#: What a ``condition`` replaces unless ``condition_modes`` says otherwise.
+CONDITION_MODES = "pose,expression,lighting"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 #: Names the run itself writes in the output folder (manifest.jsonl, manifest.rank3.jsonl ...), and
 #: device names Windows reserves in any folder (with any extension); compared case-insensitively.
@@ -99,6 +106,8 @@ class Job:
     pose_reference: str | None = None
     modes: str = "position,pose"
     fingerprint: str = ""
+    condition: dict | None = None
+    condition_modes: str = CONDITION_MODES
 
     @property
     def negative_prompt(self) -> str:
@@ -129,6 +138,10 @@ class Job:
         from caphuman.batch.sweep import apply_values
 
         base = HeadState.from_dict(self.head_state) if self.head_state is not None else fitted
+        if self.condition is not None:
+            from caphuman.face.transfer import transfer
+
+            base = transfer(base, HeadState.from_dict(self.condition), self.condition_modes).validated()
         return apply_values(base, self.head)
 
     def to_dict(self) -> dict:
@@ -137,7 +150,8 @@ class Job:
         p.pop("model", None)
         return {"id": self.id, "line": self.line, "reference": self.reference, "pose_reference": self.pose_reference,
                 "modes": self.modes, "prompt": self.prompt, "head": dict(self.head), "head_state": self.head_state,
-                "sweep": None if self.sweep is None else self.sweep.to_dict(), **p}
+                "sweep": None if self.sweep is None else self.sweep.to_dict(), "condition": self.condition,
+                "condition_modes": self.condition_modes if self.condition is not None else None, **p}
 
 
 @dataclass
@@ -283,6 +297,17 @@ def job_from_dict(data: Any, line: int = 0, base_dir: str | Path = ".", salt: st
         parse_modes(modes)
     head = parse_head(data.get("head"))
     head_state = _head_state(data.get("head_state"), base_dir)
+    condition = _head_state(data.get("condition"), base_dir, "condition")
+    condition_modes = data.get("condition_modes", CONDITION_MODES)
+    if condition is None and "condition_modes" in data:
+        raise InputError('"condition_modes" needs a "condition"')
+    if condition is not None:
+        from caphuman.face.transfer import parse_modes
+
+        if not isinstance(condition_modes, (str, list)) or not parse_modes(condition_modes):
+            raise InputError('"condition_modes" must name at least one of position, pose, expression, lighting '
+                             f"(or all), got {condition_modes!r}")
+        condition_modes = ",".join(parse_modes(condition_modes))
     sweep = None if data.get("sweep") in (None, [], "") else SweepSpec.from_obj(data["sweep"])
 
     num_images = data.get("num_images", 1)
@@ -313,6 +338,8 @@ def job_from_dict(data: Any, line: int = 0, base_dir: str | Path = ".", salt: st
                "modes": modes if pose_reference else None, "head": head, "head_state": head_state,
                "sweep": None if sweep is None else sweep.to_dict(),
                **{k: v for k, v in dataclasses.asdict(checked).items() if k not in ("seed", "model")}}
+    if condition is not None:  # only then: the fingerprints of jobs without one stay what they were
+        content["condition"], content["condition_modes"] = condition, condition_modes
     content_hash = _hash(content)
     if seed in (-1, None):
         seed = int(content_hash[:8], 16) % (MAX_SEED + 1)
@@ -330,7 +357,8 @@ def job_from_dict(data: Any, line: int = 0, base_dir: str | Path = ".", salt: st
     return Job(id=job_id, line=line, reference=reference[0], reference_sha=reference[1], prompt=params.prompt,
                params=params, head=head, head_state=head_state, sweep=sweep,
                pose_reference=None if pose_reference is None else pose_reference[0],
-               modes=str(modes), fingerprint=fingerprint)
+               modes=str(modes), fingerprint=fingerprint, condition=condition,
+               condition_modes=condition_modes if condition is not None else CONDITION_MODES)
 
 
 def parse_head(obj: Any) -> dict[str, float]:
@@ -360,7 +388,7 @@ def parse_head(obj: Any) -> dict[str, float]:
     return out
 
 
-def _head_state(obj: Any, base_dir: Path) -> dict | None:
+def _head_state(obj: Any, base_dir: Path, name: str = "head_state") -> dict | None:
     if obj is None:
         return None
     if isinstance(obj, str):
@@ -368,7 +396,7 @@ def _head_state(obj: Any, base_dir: Path) -> dict | None:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"head_state: cannot read {obj}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise InputError(f"{name}: cannot read {obj}: {getattr(exc, 'strerror', None) or exc}") from None
         state = HeadState.from_json(text)
     else:
         state = HeadState.from_dict(obj)
@@ -415,4 +443,4 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-__all__ = ["Cell", "FIELDS", "Job", "JobFile", "LineError", "job_from_dict", "parse_head", "parse_jobs"]
+__all__ = ["CONDITION_MODES", "Cell", "FIELDS", "Job", "JobFile", "LineError", "job_from_dict", "parse_head", "parse_jobs"]

@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative-prompt", default="", help="negative prompt (default: empty)")
     add_head_arguments(parser)
     parser.add_argument("--seed", type=int, default=12345, help="one seed for every cell; -1 draws one (default 12345)")
+    add_sampling_arguments(parser)
+    parser.add_argument("--out", required=True, help="output folder")
+    add_run_arguments(parser, head=False)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sampler, size and LoRA flags of a batch-job run (``sweep``, ``evaluate``)."""
     parser.add_argument("--preset", choices=("original", "fast"), default="original",
                         help="original: DDIM, 20 steps, guidance 7 (default); fast: LCM-LoRA, 4 steps, guidance 1")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
@@ -46,8 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", choices=("ddim", "dpmpp"), default=None, help="(default ddim)")
     parser.add_argument("--lora", default=None, help="a LoRA file name in checkpoints/lora/")
     parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale (default 1)")
-    parser.add_argument("--out", required=True, help="output folder")
-    add_run_arguments(parser, head=False)
+
+
+def sampling_fields(args) -> dict:
+    """The batch-job fields of :func:`add_sampling_arguments`' flags (unset ones left to the preset)."""
+    out = {"preset": args.preset, "strength": args.strength, "tau": args.tau, "resolution": args.size,
+           "lora_scale": args.lora_scale}
+    for key in ("steps", "guidance", "scheduler", "lora"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    return out
 
 
 def job_from_args(args) -> dict:
@@ -58,10 +73,8 @@ def job_from_args(args) -> dict:
         head[name] = value
     job = {"id": "sweep", "reference": args.reference, "prompt": args.prompt, "negative_prompt": args.negative_prompt,
            "sweep": list(args.sweep), "seed": random.randint(0, 2**31 - 1) if args.seed == -1 else args.seed,
-           "preset": args.preset, "strength": args.strength, "tau": args.tau, "resolution": args.size,
-           "lora_scale": args.lora_scale}
-    for key, value in (("steps", args.steps), ("guidance", args.guidance), ("scheduler", args.scheduler),
-                       ("lora", args.lora), ("pose_reference", args.pose_reference), ("head_state", args.params)):
+           **sampling_fields(args)}
+    for key, value in (("pose_reference", args.pose_reference), ("head_state", args.params)):
         if value is not None:
             job[key] = value
     if args.pose_reference:
