@@ -121,11 +121,11 @@ class StudioService:
         """Background start-up download of the public weights (Spaces): fetch, convert, then load.
 
         ``download``: ``download(target, log=...) -> converted folder or None``
-        (:func:`caphuman.cli.download.fetch_and_convert` by default).
+        (:func:`caphuman.weights.provision.fetch_and_convert` by default).
         Never raises: the outcome is shown by the status banner and by Generate's message.
         """
         if download is None:
-            from caphuman.cli.download import fetch_and_convert as download
+            from caphuman.weights.provision import fetch_and_convert as download
         self.generator_error = "the public weights are downloading in the background; try again in a few minutes"
         self.generator = None
         try:
