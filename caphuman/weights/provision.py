@@ -49,3 +49,18 @@ def fetch_and_convert(target: str = "all", offline: bool = False, convert: bool 
     convert_caphuman(ckpt, out, backbone=backbone, vae=vae if vae.is_file() else None,
                      clip=clip if clip.exists() else None, log=log)
     return out
+
+
+def preload_from_hub(target: str = "all") -> list[str]:
+    """The README front matter's ``preload_from_hub`` entries (``repo file1,file2``) for the Hub files
+    of ``download TARGET``: a Space downloads them into its Hub cache at build time, and
+    :func:`fetch_and_convert` at start-up links them from there instead of downloading."""
+    from caphuman.weights.fetch import CLIP_FILES
+    from caphuman.weights.registry import REGISTRY
+
+    lines = []
+    for key in target_keys(target):
+        w = REGISTRY[key]
+        if w.hub_repo and w.downloadable:
+            lines.append(f"{w.hub_repo} {w.hub_filename or ','.join(CLIP_FILES)}")
+    return lines
