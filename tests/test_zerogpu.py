@@ -102,7 +102,7 @@ from caphuman.studio import generation
 from caphuman.studio.generation import GenerationParams
 from caphuman.studio.gpu import StepProgress, generation_seconds
 
-compile_flag = sys.argv[2] == "compile"
+compile_flag = sys.argv[2] == "compile"  # the tests run with it; "plain" for a run by hand
 orig_init = generation.Generator.__init__
 
 
@@ -164,7 +164,10 @@ print("RESULT " + json.dumps(out))
 '''
 
 
-def _run(tmp_path, weights, mode: str) -> dict:
+@pytest.fixture(scope="module")
+def zerogpu_run(tmp_path_factory, tiny_weights) -> dict:
+    """One fake-ZeroGPU studio process with --compile (start-up, three generations), as JSON."""
+    tmp_path = tmp_path_factory.mktemp("zerogpu")
     fake = tmp_path / "fake" / "spaces"
     fake.mkdir(parents=True, exist_ok=True)
     (fake / "__init__.py").write_text(FAKE_SPACES)
@@ -174,38 +177,38 @@ def _run(tmp_path, weights, mode: str) -> dict:
                HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                CAPHUMAN_CHECKPOINTS=str(tmp_path / "checkpoints"), CAPHUMAN_AOT_RESOLUTION="64")
     env.pop("SPACE_ID", None)
-    proc = subprocess.run([sys.executable, str(script), str(weights), mode], env=env, capture_output=True,
-                          text=True, timeout=400, cwd=str(ROOT))
+    proc = subprocess.run([sys.executable, str(script), str(tiny_weights), "compile"], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=str(ROOT))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def test_models_on_the_device_before_the_first_gpu_call_and_dynamic_duration(tmp_path, tiny_weights):
-    out = _run(tmp_path, tiny_weights, "plain")
-    assert out["loaded_at_startup"] and out["gpu_calls_before_first_generate"] == []  # loaded outside @GPU
+def test_models_on_the_device_before_the_first_gpu_call_and_dynamic_duration(zerogpu_run):
+    out = zerogpu_run
+    # loaded at start-up, outside any @GPU function (the only GPU call before Generate is the AoT compile)
+    assert out["loaded_at_startup"] and out["gpu_calls_before_first_generate"] == ["compile_on_gpu"]
     assert out["devices"] == [out["device"]]  # every weight already on the generation device
     assert out["loaded_at_entry"] == [[True], [True]]
     assert out["callable"] == [True, True] and out["durations"] == out["expected"]
     assert out["durations"][1] > out["durations"][0]  # 2 images x 4 steps ask more than 1 x 2
     assert out["progress_steps"] == 2  # StepProgress reached the (pickled) worker; the lambda was dropped
     assert out["shapes"] == [[64, 64, 3], 2]
-    assert out["aot_report"] is None and not out["torch_compiled"]
 
 
-def test_compile_on_zerogpu_takes_the_aot_path(tmp_path, tiny_weights):
-    """--compile on ZeroGPU: aoti_capture/compile/apply instead of torch.compile; the test model's
-    default resolution (64, the size generated here) is compiled for, and the image equals the eager
-    one (the exported graph runs the same fp32 ops: at most 1 level of rounding at the uint8 step)."""
+def test_compile_on_zerogpu_takes_the_aot_path(zerogpu_run):
+    """--compile on ZeroGPU: aoti_capture/compile/apply instead of torch.compile, for the resolution
+    of CAPHUMAN_AOT_RESOLUTION (64 here, the size generated); the image equals the eager one (the
+    exported graph runs the same fp32 ops: at most 1 level of rounding at the uint8 step)."""
     from caphuman.studio import aot
 
-    out = _run(tmp_path, tiny_weights, "compile")
+    out = zerogpu_run
     assert out["aot_report"]["error"] is None, out["aot_report"]
     assert out["aot_report"]["modules"] == list(aot.MODULES) and not out["torch_compiled"]
     assert out["compile_call_duration"] == [aot.COMPILE_SECONDS]
     assert out["applied_to"] == ["Module", "Module"]  # holders: the UNet and CapFace keep their weights
     assert out["unet_weights_kept"]
-    # p1: 2 steps x 1 row each (CFG: the UNet takes 2 rows, within the dynamic batch), p2: 4 steps, 2 images
+    # 2 steps (1 image; with guidance the UNet takes 2 rows, within the dynamic batch) + 4 steps (2 images)
     assert out["dispatch_calls"]["unet"] == {"compiled": 6, "eager": 0}
     assert out["dispatch_calls"]["capface"] == {"compiled": 6, "eager": 0}
     assert out["compiled_model_calls"] == [6, 6]
