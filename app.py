@@ -29,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="auto | builtin | PATH (FLAME folder/.pkl or head .npz)")
     p.add_argument("--no-warmup", action="store_true", help="skip loading models at start-up")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the UNet and CapFace (CUDA; slow first image, faster after)")
+                   help="compile the UNet and CapFace (CUDA): torch.compile (slow first image, faster after); "
+                        "on ZeroGPU ahead-of-time at start-up through spaces.aoti_*")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                    help="fetch the public weights in the background at start-up when none are found "
                         "(default: on when running on Hugging Face Spaces)")

@@ -14,12 +14,13 @@ from caphuman.studio import serving
 
 def create_app(head: str = "auto", weights: str | None = None, device: str = "auto", warmup: bool = True,
                download: bool | None = None, compile: bool = False):
-    """(service, gr.Blocks with the queue configured). Models load on CPU here (ZeroGPU style);
-    generation weights load in a background thread so the page is up at once. ``download``
+    """(service, gr.Blocks with the queue configured). Generation weights load in a background
+    thread so the page is up at once; on ZeroGPU before the server starts, onto CUDA
+    (:func:`caphuman.studio.startup.start_generation`). ``download``
     (default: on Spaces) fetches and converts the public weights in the background when no
     generation weights are found; Generate works once that finishes."""
     from caphuman.studio.service import StudioService
-    from caphuman.studio.startup import provision_private_files
+    from caphuman.studio.startup import provision_private_files, start_generation
     from demo.ui import build_demo
 
     provision_private_files()
@@ -32,10 +33,7 @@ def create_app(head: str = "auto", weights: str | None = None, device: str = "au
     service.warm_up(load_generator=False)  # numba compile of the renderer (first preview is fast)
     if download is None:
         download = serving.on_spaces() and not os.environ.get("HF_HUB_OFFLINE")
-    if download and service.generator is None:
-        threading.Thread(target=service.fetch_weights, name="download-weights", daemon=True).start()
-    elif warmup and service.generator is not None:
-        threading.Thread(target=service.warm_up, name="load-generator", daemon=True).start()
+    start_generation(service, download=bool(download), warmup=warmup)  # ZeroGPU: now; else in the background
     demo = build_demo(service)
     demo.queue(max_size=serving.QUEUE_MAX_SIZE, default_concurrency_limit=serving.PREVIEW_CONCURRENCY)
     return service, demo

@@ -7,8 +7,10 @@ Only this module touches :mod:`caphuman.diffusion`. Without the module or the we
 from __future__ import annotations
 
 from caphuman.studio import has_module
+import itertools
 import random
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -134,11 +136,28 @@ def backend_available() -> bool:
         has_module("caphuman.diffusion.pipeline"))
 
 
+#: Every Generator of this process by token: a Generator pickles as its token (ZeroGPU pickles the
+#: GPU function's arguments into a worker forked from this process, which holds the same objects).
+_LIVE: "weakref.WeakValueDictionary[int, Generator]" = weakref.WeakValueDictionary()
+_TOKENS = itertools.count(1)
+
+
+def _live_generator(token: int, weights: str) -> "Generator":
+    """Unpickle a Generator: the one with ``token`` in this process (see :data:`_LIVE`)."""
+    generator = _LIVE.get(token)
+    if generator is None:
+        raise MissingWeightsError(f"the model {weights} was loaded after the GPU worker started; "
+                                  "restart the Space (or the studio) to use it")
+    return generator
+
+
 class Generator:
     """Loads the CapHuman pipeline + identity encoder from a weights folder once, on ``device``."""
 
     def __init__(self, weights: str | Path, device: str = "cpu", compile: bool = False):
-        """``compile``: torch.compile the UNet and CapFace (CUDA; slow first generation, faster after)."""
+        """``compile``: torch.compile the UNet and CapFace (CUDA; slow first generation, faster after);
+        on ZeroGPU, where torch.compile is not supported, ahead-of-time compilation instead
+        (:mod:`caphuman.studio.aot`)."""
         self.weights = Path(weights).expanduser()
         self.device = device
         self.compile = compile
@@ -147,6 +166,12 @@ class Generator:
         self._identity = None
         self._identity_error = "no identity encoders"
         self._lora: str | None = None
+        self.aot_report: dict | None = None
+        self.token = next(_TOKENS)
+        _LIVE[self.token] = self
+
+    def __reduce__(self):
+        return _live_generator, (self.token, str(self.weights))
 
     def check(self) -> None:
         """Raise :class:`MissingWeightsError` with the fix when anything needed is absent."""
@@ -164,10 +189,20 @@ class Generator:
                 from caphuman.diffusion.acceleration import Acceleration, configure_pipeline
                 from caphuman.diffusion.loading import load_pipeline
 
-                accel = Acceleration.for_device(self.device, compile=self.compile)  # fp16 on CUDA, fp32 on CPU
+                from caphuman.studio.gpu import on_zero_gpu, spaces_module
+
+                aot = self.compile and on_zero_gpu() and spaces_module() is not None
+                # fp16 on CUDA, fp32 on CPU; torch.compile unless ZeroGPU (ahead-of-time there)
+                accel = Acceleration.for_device(self.device, compile=self.compile and not aot)
                 pipe = load_pipeline(self.weights, accel.load_dtype())
                 pipe.set_progress_bar_config(disable=True)
-                self._pipe = configure_pipeline(pipe, accel)
+                pipe = configure_pipeline(pipe, accel)
+                if aot:
+                    from caphuman.studio.aot import aot_resolution, compile_pipeline, no_lora
+
+                    self.aot_report = compile_pipeline(spaces_module(), pipe, resolution=aot_resolution(),
+                                                       usable=no_lora(pipe))
+                self._pipe = pipe
                 from caphuman.conditioning import identity_encoder_for
 
                 try:

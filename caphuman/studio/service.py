@@ -27,7 +27,7 @@ from caphuman.studio.generation import (
     Generator,
     installed_models,
 )
-from caphuman.studio.gpu import gpu
+from caphuman.studio.gpu import generation_seconds, gpu, on_zero_gpu, picklable
 from caphuman.validation import check_int
 
 
@@ -41,8 +41,6 @@ def release_memory() -> None:
 
 #: Live preview side (pixels).
 PREVIEW_SIZE = 512
-#: GPU seconds requested per generation on ZeroGPU.
-GPU_DURATION = 120
 
 
 @dataclass
@@ -71,10 +69,26 @@ def validated_state(state: HeadState | dict | str) -> Checked:
     return Checked(out, [str(w.message) for w in caught if issubclass(w.category, UserWarning)])
 
 
-@gpu(duration=GPU_DURATION)
-def _generate_on_gpu(generator: Generator, reference_rgb, hint, params, on_step, requested=None, target=None):
-    """The only GPU function (ZeroGPU attaches a GPU for its duration)."""
+def _gpu_seconds(generator: Generator, reference_rgb, hint, params, on_step=None, requested=None, target=None) -> int:
+    """ZeroGPU's dynamic duration for :func:`_generate_on_gpu` (same signature): steps x images."""
+    return generation_seconds(params)
+
+
+@gpu(duration=_gpu_seconds)
+def _generate_on_gpu(generator: Generator, reference_rgb, hint, params, on_step=None, requested=None, target=None):
+    """The generation GPU function (ZeroGPU attaches a GPU for its duration). Its arguments are
+    pickled into ZeroGPU's worker: the generator travels as a reference (see ``Generator.__reduce__``)."""
     return generator.generate(reference_rgb, hint, params, on_step, requested=requested, target=target)
+
+
+def _crossing(on_step):
+    """``on_step`` when it can reach ZeroGPU's worker (it pickles), else None (no progress, no crash)."""
+    if on_step is None or not on_zero_gpu() or picklable(on_step):
+        return on_step
+    logging.getLogger("caphuman.studio").warning(
+        "progress callback %r does not pickle; ZeroGPU runs this generation without progress "
+        "(use caphuman.studio.gpu.StepProgress)", on_step)
+    return None
 
 
 class StudioService:
@@ -121,11 +135,11 @@ class StudioService:
         """Background start-up download of the public weights (Spaces): fetch, convert, then load.
 
         ``download``: ``download(target, log=...) -> converted folder or None``
-        (:func:`caphuman.cli.download.fetch_and_convert` by default).
+        (:func:`caphuman.weights.provision.fetch_and_convert` by default).
         Never raises: the outcome is shown by the status banner and by Generate's message.
         """
         if download is None:
-            from caphuman.cli.download import fetch_and_convert as download
+            from caphuman.weights.provision import fetch_and_convert as download
         self.generator_error = "the public weights are downloading in the background; try again in a few minutes"
         self.generator = None
         try:
@@ -261,7 +275,8 @@ class StudioService:
             raise MissingWeightsError(self.generator_error)
         with self._render_lock:
             hint = self.pipeline.render(state, params.resolution, validate=False).hint
-        return _generate_on_gpu(generator, reference_rgb, hint, params, on_step, state, self.fit_target), params
+        return _generate_on_gpu(generator, reference_rgb, hint, params, _crossing(on_step), state,
+                                self.fit_target), params
 
     def _generator_for(self, model: str) -> Generator | None:
         """The default generator, or one for another installed base model (at most one extra kept

@@ -60,3 +60,31 @@ def provision_private_files() -> list[str]:
     for line in done:
         log.info("provisioned %s", line)
     return done
+
+
+def start_generation(service, download: bool = False, warmup: bool = True):
+    """Make the generation models ready: fetch + convert + load when ``download`` and none are
+    found, else load (``warmup``). Returns the background thread, or None when it ran here.
+
+    On ZeroGPU it runs now, before the server starts: models must be loaded and moved to CUDA in
+    the main process at start-up, outside the ``@spaces.GPU`` function (``spaces`` packs the CUDA
+    weights when the server starts and forks its GPU worker from this process; with ``--compile``
+    the ahead-of-time compilation runs here too). Elsewhere in a background thread, so the page is
+    up at once."""
+    import threading
+
+    from caphuman.studio.gpu import on_zero_gpu
+
+    if download and service.generator is None:
+        job, name = service.fetch_weights, "download-weights"
+    elif warmup and service.generator is not None:
+        job, name = service.warm_up, "load-generator"
+    else:
+        return None
+    if on_zero_gpu():
+        log.info("ZeroGPU: loading the generation models before the server starts")
+        job()
+        return None
+    thread = threading.Thread(target=job, name=name, daemon=True)
+    thread.start()
+    return thread

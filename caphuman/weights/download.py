@@ -2,8 +2,8 @@
 folder generation looks for.
 
 Fetching itself (resume, atomic placement, verification) is :mod:`caphuman.weights.fetch`.
-This module does not convert: the ``download`` command and the studio's start-up compose
-"fetch, then convert" (:func:`caphuman.cli.download.fetch_and_convert`).
+This module does not convert: "fetch, then convert", for the ``download`` command and the studio's
+start-up alike, is :func:`caphuman.weights.provision.fetch_and_convert`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ Mirrors: Hub files honour ``HF_ENDPOINT`` (huggingface_hub's own setting); plain
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -31,13 +30,16 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from caphuman.errors import CapHumanError, MissingWeightsError
+from caphuman.weights.record import RECORD_NAME, STAGING_DIRNAME, read_record, staging_dir  # noqa: F401
+from caphuman.weights.record import write_record as _write_record
 from caphuman.weights.registry import WeightFile, file_checksum
 
 MIRROR_ENV = "CAPHUMAN_DOWNLOAD_MIRROR"
-STAGING_DIRNAME = ".downloads"
-RECORD_NAME = "verified.json"
 #: Files of a transformers CLIP repo that the pipeline needs (weights as safetensors only).
 CLIP_PATTERNS = ["*.json", "*.txt", "model.safetensors"]
+#: The same files by name (what a Space's ``preload_from_hub`` lists and the Hub cache is searched for).
+CLIP_FILES = ("config.json", "merges.txt", "model.safetensors", "preprocessor_config.json",
+              "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 Log = Callable[[str], None]
 
@@ -63,36 +65,12 @@ def is_offline(offline: bool = False) -> bool:
     return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def staging_dir(root: Path) -> Path:
-    return Path(root) / STAGING_DIRNAME
-
-
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no details"
     return f"{type(exc).__name__}: {text}"
 
 
-# ---------------------------------------------------------------------------- verification record
-def read_record(root: Path) -> dict:
-    """``{key: {"sha256", "size", "source", "verified_by"}}`` of files fetched and verified here."""
-    path = staging_dir(root) / RECORD_NAME
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_record(root: Path, key: str, entry: dict) -> None:
-    record = read_record(root)
-    record[key] = entry
-    path = staging_dir(root) / RECORD_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
+# ---------------------------------------------------------------------------- verification
 def _check_published(entry: WeightFile, path: Path) -> str | None:
     """Compare with the registry's sha256/md5; returns "sha256"/"md5" when one matched, None when
     none is published; raises :class:`ChecksumError` on a mismatch."""
@@ -256,6 +234,8 @@ def fetch(entry: WeightFile, root: str | os.PathLike, offline: bool = False, log
             return target
         raise MissingWeightsError(f"{entry.key}: licence-gated, never downloaded automatically: get it from "
                                   f"{entry.manual_url} and put it at {target}")
+    if entry.hub_repo and not target.exists() and (cached := from_hub_cache(entry)) is not None:
+        return _link_from_cache(entry, root, target, cached, log)
     if entry.hub_repo and not entry.hub_filename:  # a whole repo: huggingface_hub places each file atomically
         import huggingface_hub
 
@@ -265,6 +245,9 @@ def fetch(entry: WeightFile, root: str | os.PathLike, offline: bool = False, log
                                               local_files_only=offline)
         except _http_errors() as exc:
             raise _network_error(entry, exc, offline) from None
+        return target
+    if unchanged_since_verified(root, entry, target):
+        log(f"{entry.key}: already present, verified before ({target})")
         return target
     if local_ok(entry, target):
         log(f"{entry.key}: already present ({target})")
@@ -286,6 +269,75 @@ def fetch(entry: WeightFile, root: str | os.PathLike, offline: bool = False, log
     if entry.hub_repo:
         shutil.rmtree(staging_dir(root) / entry.key, ignore_errors=True)
     _write_record(root, entry.key, {"sha256": sha, "verified_by": how,
-                                    "source": entry.source if entry.hub_repo else entry.url})
+                                    "source": entry.source if entry.hub_repo else entry.url, **_stamp(target)})
     log(f"{entry.key}: ok, verified ({how}) -> {target}")
     return target
+
+
+# ---------------------------------------------------------------------------- the Hub cache (preload_from_hub)
+def from_hub_cache(entry: WeightFile) -> Path | None:
+    """``entry`` already in the local Hub cache (a Space's ``preload_from_hub`` puts it there at build
+    time; so does any earlier ``huggingface_hub`` download): the cached file, or for a whole repo the
+    snapshot folder holding every file of :data:`CLIP_FILES`; None when it is not all there."""
+    if not entry.hub_repo:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    names = (entry.hub_filename,) if entry.hub_filename else CLIP_FILES
+    found = []
+    for name in names:
+        try:
+            hit = try_to_load_from_cache(entry.hub_repo, name)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(hit, str) or not Path(hit).is_file():
+            return None
+        found.append(Path(hit))
+    if entry.hub_filename:
+        return found[0]
+    folders = {p.parent for p in found}
+    return folders.pop() if len(folders) == 1 else None
+
+
+def _link_from_cache(entry: WeightFile, root: Path, target: Path, cached: Path, log: Log) -> Path:
+    """Verify the cached copy as a download would be, then link ``target`` to it (no copy: the
+    cache keeps the only copy of a multi-GB file); copies where links are not possible."""
+    if entry.hub_filename:
+        try:
+            how = _check_published(entry, cached)
+        except ChecksumError:
+            raise ChecksumError(f"{entry.key}: the copy in the Hub cache ({cached}) fails its checksum; delete "
+                                "it and run the command again") from None
+        sha = file_checksum(cached, "sha256")
+        if how is None:  # an LFS blob is named by its SHA-256 (what huggingface_hub downloaded)
+            blob = Path(os.path.realpath(cached)).name
+            how = "hub sha256" if blob == sha else _check_structure(entry, cached)
+    else:
+        how, sha = "per-file Hub SHA-256, checked by huggingface_hub", None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.symlink_to(cached.resolve() if entry.hub_filename else cached, target_is_directory=cached.is_dir())
+    except OSError:
+        (shutil.copytree if cached.is_dir() else shutil.copy2)(cached, target)
+    _write_record(root, entry.key, {"sha256": sha, "verified_by": how, "source": f"Hub cache: {entry.source}",
+                                    **_stamp(target)})
+    log(f"{entry.key}: from the Hub cache ({how}) -> {target}")
+    return target
+
+
+# ---------------------------------------------------------------------------- re-verification
+def _stamp(path: Path) -> dict:
+    """Size and modification time (links followed) of a verified file, to recognise it unchanged."""
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if path.is_file() else {}
+
+
+def unchanged_since_verified(root: Path, entry: WeightFile, target: Path) -> bool:
+    """``target`` is the very file verified when it was fetched (same size and modification time as
+    recorded): no need to hash it again. ``doctor --verify`` still hashes everything."""
+    rec = read_record(root).get(entry.key, {})
+    stamp = _stamp(target)
+    return bool(stamp) and rec.get("size") == stamp["size"] and rec.get("mtime_ns") == stamp["mtime_ns"]

@@ -225,7 +225,7 @@ def file_status(key: str, root: str | os.PathLike | None = None, verify: bool = 
         if got != w.md5:
             return FileStatus(key, p, "bad-checksum", size, f"md5 {got}, expected {w.md5}")
     elif verify:  # no published checksum: compare with the SHA-256 recorded when it was downloaded
-        from caphuman.weights.fetch import read_record
+        from caphuman.weights.record import read_record
 
         want = read_record(Path(root) if root is not None else checkpoints_root()).get(key, {}).get("sha256")
         if want and file_checksum(p, "sha256") != want:
