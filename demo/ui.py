@@ -52,7 +52,8 @@ CSS = """
   #live-head {position: fixed !important; top: 0; left: 0; right: 0; height: 34vh; z-index: 50; padding: 4px 0;
               margin: 0 !important; background: var(--background-fill-primary);
               box-shadow: 0 2px 6px rgba(0, 0, 0, 0.25); overflow: hidden;}
-  #live-wrap {height: calc(34vh - 8px); width: calc(34vh - 8px); max-width: none;}
+  #live-head > *, #live-head .prose {padding: 0 !important; margin: 0 !important;}
+  #live-wrap {height: calc(34vh - 8px); width: calc(34vh - 8px); max-width: none; margin: 0 auto !important;}
   /* Gradio scopes this CSS inside .gradio-container .contain: the title makes the room */
   #page-title {margin-top: calc(34vh + 8px) !important;}
   [id^=slider-] {scroll-margin-top: calc(34vh + 64px);}

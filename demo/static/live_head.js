@@ -669,10 +669,10 @@ void main() {
     const key = keyOf(box), spec = CH.specs.find((x) => x.key === key);
     if (!spec) return;
     const text = String(box.value).trim(), current = valueOf(CH.state(), spec);
-    if (!NUMBER.test(text) || !Number.isFinite(parseFloat(text))) {
+    if ((box.validity && box.validity.badInput) || !NUMBER.test(text) || !Number.isFinite(parseFloat(text))) {
       box.value = fmt(snap(spec, current));
-      note(key, text === "" ? `type a number from ${fmt(spec.lo)} to ${fmt(spec.hi)}` :
-        `"${text.slice(0, 12)}" is not a number; kept ${fmt(current)}`);
+      note(key, `${text ? `"${text.slice(0, 12)}" is ` : ""}not a number; kept ${fmt(current)} ` +
+        `(type a number from ${fmt(spec.lo)} to ${fmt(spec.hi)})`);
       return;
     }
     let v = parseFloat(text);
@@ -680,7 +680,8 @@ void main() {
       const c = Math.min(Math.max(v, spec.lo), spec.hi);
       note(key, `${fmt(v)} is outside ${fmt(spec.lo)} to ${fmt(spec.hi)}; using ${fmt(c)}`);
       v = c;
-    } else note(key, "");
+    } else if (v === current) { box.value = fmt(snap(spec, v)); return; } // nothing typed (e.g. leaving the box)
+    else note(key, "");
     if (v === current) { box.value = fmt(snap(spec, v)); return; }
     edit((s) => setField(s, key, v));
     box.value = fmt(snap(spec, v));
@@ -692,7 +693,8 @@ void main() {
       applyTyped(t);
     }
   }, true);
-  document.addEventListener("focusout", (e) => {
+  // blur (capture: before Gradio's own handler resets the box), not focusout (after it)
+  document.addEventListener("blur", (e) => {
     const t = e.target;
     if (t && t.type === "number" && keyOf(t) && CH.specs.find((x) => x.key === keyOf(t))) applyTyped(t);
   }, true);
@@ -738,7 +740,12 @@ void main() {
   document.addEventListener("keydown", (e) => {
     const t = e.target;
     if (t && t.type === "range" && t.closest && t.closest("[id^=slider-]")) lastInput = performance.now();
-    if (t && t.type === "number" && e.key === "Enter" && keyOf(t)) { e.preventDefault(); applyTyped(t); return; }
+    if (t && t.type === "number" && (e.key === "Enter" || e.key === "Tab") && keyOf(t) &&
+        CH.specs.find((x) => x.key === keyOf(t))) {
+      if (e.key === "Enter") e.preventDefault();
+      applyTyped(t);
+      return;
+    }
     const typing = t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type !== "range"));
     if (typing) return;
     if (t && t.id === "live-canvas" && e.key.startsWith("Arrow")) {
