@@ -359,7 +359,7 @@ class Handlers:
         return gr.update(interactive=False, value="Generating…"), gr.update(interactive=True, visible=True)
 
     def finished(self):
-        return gr.update(interactive=True, value="Generate"), gr.update(interactive=False)
+        return gr.update(interactive=True, value="Generate"), gr.update(interactive=False, value="Stop")
 
     def stop(self, request: gr.Request = None):
         """Stop: the running generation ends after its current step (the worker is free at once)."""

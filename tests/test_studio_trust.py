@@ -366,8 +366,11 @@ def test_phone_layout_nothing_hidden(studio, tmp_path, size):
         page.wait_for_function("() => document.querySelector('#slider-expr-smile')", timeout=5000)
         _shot(page, tmp_path, f"phone{w}_02_tabs")
         # the pose presets fit the screen
-        page.locator("#pose-look-down").scroll_into_view_if_needed()
+        page.evaluate("() => document.querySelector('#pose-look-down').scrollIntoView({block: 'center'})")
+        time.sleep(0.4)
+        below = page.locator("#live-head").bounding_box()["height"]
         for b in page.locator(".pose-presets button").all():
             box = b.bounding_box()
-            assert box["x"] >= 0 and box["x"] + box["width"] <= w, box
+            assert box["x"] >= 0 and box["x"] + box["width"] <= w, box  # inside the screen, none cut off
+            assert below <= box["y"] and box["y"] + box["height"] <= h, box  # not under the pinned head
         _shot(page, tmp_path, f"phone{w}_03_presets")
