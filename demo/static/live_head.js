@@ -4,17 +4,17 @@
 // and Generate: base state (from the server: the fitted reference, a preset, a reset) + the value
 // every slider shows. Slider input never calls the server; the head is posed here every animation
 // frame (expression blendshapes + linear blend skinning + SH shading, the same conventions as
-// caphuman/head/lbs.py and caphuman/render/maps.py). When a control is released (or keys stop for
-// IDLE_MS) the state is committed once: the server renders the authoritative hint, GLB and preset.
+// caphuman/head/lbs.py and caphuman/render/maps.py). When a control is released (or keys pause for
+// KEY_IDLE_MS) the state is committed once: the server renders the authoritative hint, GLB and preset.
 //
 // Written for this project (no upstream code). CH_CONFIG is prepended by demo/ui.py.
 (function () {
   "use strict";
   const CFG = window.CH_CONFIG;
   const CH = (window.CH = window.CH || {});
-  // Keys commit after a real pause: KEY_IDLE_MS since the last key or slider input event (event
-  // time, not frame time: slow software-rendered frames never commit between presses), and never
-  // while a key is held. A pointer release commits at once.
+  // Keys commit after a real pause: KEY_IDLE_MS with no key or slider input since the frame that
+  // showed the last change reached the screen (slow software-rendered frames never commit between
+  // presses). A pointer release, Enter in a box and every button commit at once.
   const KEY_IDLE_MS = 1000;
   const DIM = 0.45; // caphuman/render/preview_image.py PHOTO_DIM
   const SIZE = 512;
@@ -617,13 +617,18 @@ void main() {
   CH.ready = function () { return !!(CH.head && CH.head.uploaded && canvas && (!CH.head.photo || CH.head.photo.image)); };
 
   // ------------------------------------------------------------------ loop
+  let unseen = false; // a change was drawn but its frame is not on screen yet
   function changedNow() {
     dirty = true;
     lastInput = performance.now();
     CH.redraw();
+    unseen = true;
   }
   function tick() {
     try {
+      // the first animation frame after a change: it is on screen now; the pause starts here (a
+      // slow frame never counts as the user pausing)
+      if (unseen) { unseen = false; lastInput = performance.now(); }
       const fromServer = readServerBox();
       const moved = readSliders();
       if (moved) changedNow();
@@ -631,7 +636,7 @@ void main() {
       else if (CH.head && !CH.head.uploaded) CH.redraw();
       if ((CH.stats.ticks = (CH.stats.ticks || 0) + 1) % 15 === 0) { updateUndoButtons(); stickTabs(); }
       const now = performance.now();
-      if (dirty && !pointerDown && !applying && now - lastInput > KEY_IDLE_MS) CH.commit();
+      if (dirty && !pointerDown && !applying && !unseen && now - lastInput > KEY_IDLE_MS) CH.commit();
     } catch (e) { console.error("live head", e); }
     requestAnimationFrame(tick);
   }
