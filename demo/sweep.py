@@ -122,6 +122,13 @@ def files_png_bytes(image) -> bytes:
     return encode_png(image)
 
 
+def readable(path: str) -> str:
+    """A control as a designer reads it: ``Smile (expression)`` for ``expression_controls.smile``."""
+    group, name = path.split(".", 1)
+    what = {"pose": "pose", "lighting": "light", "placement": "position", "expression_controls": "expression"}.get(group, group)
+    return f"{name.replace('_', ' ').capitalize()} ({what})"
+
+
 def build_sweep_panel(service: StudioService, session, state_in, with_state: str, gen: dict) -> dict:
     """Call inside ``gr.Blocks``. ``session``: the page's gr.State; ``state_in``: the hidden textbox the
     page's head state is written into by the ``with_state`` JS hook (the one head state of the live
@@ -133,15 +140,16 @@ def build_sweep_panel(service: StudioService, session, state_in, with_state: str
     with gr.Accordion("Sweep: a contact sheet across a range of one control (or a grid of two)", open=False,
                       elem_id="sweep"):
         with gr.Row():
-            control = gr.Dropdown(names, value="pose.yaw", label="Control (across)", elem_id="sweep-control")
+            choices = [(readable(n), n) for n in names]
+            control = gr.Dropdown(choices, value="pose.yaw", label="Control (across)", elem_id="sweep-control")
             start = gr.Number(-60, label="From", elem_id="sweep-from")
             stop = gr.Number(60, label="To", elem_id="sweep-to")
-            steps = gr.Slider(2, 12, value=5, step=1, label="Steps", elem_id="sweep-steps")
+            steps = gr.Slider(2, 12, value=5, step=1, label="Values across", elem_id="sweep-steps")
         with gr.Row():
-            control2 = gr.Dropdown([NONE, *names], value=NONE, label="Second control (down, optional)")
+            control2 = gr.Dropdown([("none", NONE), *choices], value=NONE, label="Second control (down, optional)")
             start2 = gr.Number(0, label="From")
             stop2 = gr.Number(0, label="To")
-            steps2 = gr.Slider(1, 6, value=3, step=1, label="Steps")
+            steps2 = gr.Slider(1, 6, value=3, step=1, label="Values down")
         with gr.Row():
             seed = gr.Number(-1, label="Seed for every cell (-1: draw one)", precision=0, elem_id="sweep-seed")
             preview_btn = gr.Button("Preview strip", elem_id="sweep-preview")
@@ -165,7 +173,7 @@ def build_sweep_panel(service: StudioService, session, state_in, with_state: str
                        concurrency_limit=serving.GENERATE_CONCURRENCY, concurrency_id="gpu")
     return {"control": control, "start": start, "stop": stop, "steps": steps, "control2": control2,
             "start2": start2, "stop2": stop2, "steps2": steps2, "seed": seed, "strip": strip, "gallery": gallery,
-            "downloads": downloads}
+            "downloads": downloads, "generate": generate_btn}
 
 
 __all__ = ["MAX_CELLS", "SweepHandlers", "build_sweep_panel", "default_range", "sweep_spec"]

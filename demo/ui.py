@@ -12,10 +12,10 @@ from caphuman.diffusion.lora import installed_loras
 from caphuman.diffusion.presets import values_for_scheduler
 from caphuman.studio import serving
 from caphuman.studio.controls import SLIDERS, TRANSFER_MODES, values_from_state
-from caphuman.studio.generation import MAX_IMAGES, RESOLUTIONS, SCHEDULERS
+from caphuman.studio.generation import MAX_IMAGES, SCHEDULERS
 from caphuman.studio.service import StudioService
 from demo.api import add_api
-from demo.handlers import Handlers, new_session
+from demo.handlers import CPU_DEFAULTS, REFERENCE_LABEL, Handlers, in_use_line, new_session
 from demo.inline_image import inline
 from demo.sweep import build_sweep_panel
 
@@ -27,21 +27,36 @@ CSS = """
 #status {font-size: 0.85em;}
 #live-wrap {width: 100%; max-width: 460px; margin: 0 auto; aspect-ratio: 1 / 1; background: #2a2a2a;
             border-radius: 8px; overflow: hidden;}
-#live-canvas {width: 100%; height: 100%; display: block; touch-action: none;}
+#live-canvas {width: 100%; height: 100%; display: block; touch-action: none; cursor: grab;}
+#live-canvas:focus {outline: 2px solid var(--color-accent); outline-offset: -2px;}
 #live-wrap[data-error]::after {content: attr(data-error); color: #fff; padding: 1em; display: block;}
-.pose-presets button {min-width: 0 !important; padding: 2px 6px !important; font-size: 0.8em !important;}
+#photo-in-use {text-align: center; font-size: 0.85em;}
+#photo-in-use p {margin: 2px 0 !important;}
+#head-help {font-size: 0.78em; color: var(--body-text-color-subdued); text-align: center;}
+#head-help p {margin: 0 !important;}
+.pose-presets {flex-wrap: wrap !important; gap: 4px !important;}
+.pose-presets button {min-width: 0 !important; flex: 0 0 auto !important; width: auto !important;
+                      padding: 2px 8px !important; font-size: 0.8em !important;}
+.ch-note {color: var(--color-accent); font-size: 0.8em; padding: 2px 0 0;}
+#preset-note, #pose-note, #generate-note, #recipe {font-size: 0.85em;}
+#server-render .image-container button, #server-render .icon-button-wrapper {display: none !important;}
+#server-render label, #server-render .block-label {z-index: 2;}
 #gallery .thumbnail-item img, #gallery img {object-fit: contain !important;}
 #gallery .caption-label, #gallery figcaption {white-space: normal !important; overflow: visible !important;
                                              text-overflow: clip !important;}
-#generate-note {color: var(--body-text-color-subdued); font-size: 0.85em;}
+#generate-note {color: var(--body-text-color-subdued);}
 @media (max-width: 720px) {
-  /* phone: the live head stays pinned at the top while the controls scroll under it */
-  #status {max-height: 3.2em; overflow: hidden; font-size: 0.75em;}
-  #live-head {position: fixed; top: 0; left: 0; right: 0; height: 40vh; z-index: 50; padding: 4px 0;
-              background: var(--background-fill-primary); box-shadow: 0 2px 6px rgba(0, 0, 0, 0.25);}
-  #live-wrap {height: calc(40vh - 8px); width: calc(40vh - 8px); max-width: none;}
-  .gradio-container {padding-top: calc(40vh + 8px) !important;}
-  html {scroll-padding-top: calc(40vh + 16px);}
+  /* phone: the live head stays pinned at the top (34% of the screen) while the page scrolls
+     under it; the page starts below it and the tab bar sticks just under it */
+  #status {font-size: 0.75em;}
+  #live-head {position: fixed !important; top: 0; left: 0; right: 0; height: 34vh; z-index: 50; padding: 4px 0;
+              margin: 0 !important; background: var(--background-fill-primary);
+              box-shadow: 0 2px 6px rgba(0, 0, 0, 0.25); overflow: hidden;}
+  #live-head > *, #live-head .prose {padding: 0 !important; margin: 0 !important;}
+  #live-wrap {height: calc(34vh - 8px); width: calc(34vh - 8px); max-width: none; margin: 0 auto !important;}
+  /* Gradio scopes this CSS inside .gradio-container .contain: the title makes the room */
+  #page-title {margin-top: calc(34vh + 8px) !important;}
+  [id^=slider-] {scroll-margin-top: calc(34vh + 64px);}
   #server-render {display: none;}
 }
 """
@@ -77,8 +92,10 @@ def build_demo(service: StudioService) -> gr.Blocks:
     cache_schedule = (serving.CACHE_CLEAN_FREQUENCY_S, serving.CACHE_MAX_AGE_S)
     with gr.Blocks(title="CapHuman studio", analytics_enabled=False, delete_cache=cache_schedule) as demo:
         session = gr.State(new_session())
-        gr.Markdown("## CapHuman studio — one reference photo, a 3D head you steer, identity-preserving portraits")
+        gr.Markdown("## CapHuman studio — one reference photo, a 3D head you steer, identity-preserving portraits",
+                    elem_id="page-title")
         status = gr.Markdown(env.markdown(), elem_id="status")
+        cpu = service.device == "cpu"
 
         sliders: dict[str, gr.Slider] = {}
 
@@ -101,16 +118,19 @@ def build_demo(service: StudioService) -> gr.Blocks:
             with gr.Column(scale=3, min_width=260, elem_id="reference-column"):
                 # image_mode=None: Gradio hands the upload over as sent; its own convert("RGB") would ruin
                 # float / 16-bit files (a [0, 1] float TIFF becomes black and white) before the intake sees them
-                reference = gr.Image(label="Reference photo", type="filepath", height=260, elem_id="reference",
+                reference = gr.Image(label=REFERENCE_LABEL, type="filepath", height=260, elem_id="reference",
                                      sources=["upload", "clipboard"], image_mode=None)
                 examples = example_photos()
                 if examples:
                     gr.Examples(examples, inputs=reference, label="Example photos")
-                report = gr.Textbox(label="Analysis", lines=2, interactive=False, elem_id="report")
+                report = gr.Markdown("Upload a photo (or pick an example): the head is fitted to its face.",
+                                     elem_id="report", container=True, label="Analysis")
                 with gr.Accordion("Pose reference (optional)", open=False):
                     pose_photo = gr.Image(label="Pose-reference photo", type="filepath", height=180, image_mode=None)
-                    modes = gr.CheckboxGroup(list(TRANSFER_MODES), value=["pose", "expression"], label="Take from it")
+                    modes = gr.CheckboxGroup(list(TRANSFER_MODES), value=["pose", "expression"], label="Take from it",
+                                             info="position = the head's size and place on the photo")
                     apply_pose = gr.Button("Apply pose reference", size="sm")
+                    pose_note = gr.Markdown("", elem_id="pose-note")
                 with gr.Accordion("FLAME head (optional)", open=False, visible=serving.flame_upload_enabled(),
                                   elem_id="flame-accordion"):
                     gr.Markdown("Sign in (free) at [flame.is.tue.mpg.de](https://flame.is.tue.mpg.de), download "
@@ -120,9 +140,12 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     flame_file = gr.File(label="FLAME2023Open.zip", file_types=[".zip", ".pkl"], type="filepath",
                                          elem_id="flame-upload")
             with gr.Column(scale=5, min_width=360, elem_id="live-column"):
-                gr.HTML('<div id="live-wrap"><canvas id="live-canvas" width="512" height="512" '
-                        'aria-label="live head preview"></canvas></div>', elem_id="live-head",
+                gr.HTML('<div id="live-wrap"><canvas id="live-canvas" width="512" height="512" tabindex="0" '
+                        'aria-label="live head preview: drag to turn the head"></canvas></div>', elem_id="live-head",
                         js_on_load=None)
+                photo_in_use = gr.Markdown(in_use_line(new_session()), elem_id="photo-in-use")
+                gr.Markdown("Drag the head to turn it (Shift+drag: roll) · arrows on the head: 5° · "
+                            "Ctrl+Z undo · Ctrl+Shift+Z redo", elem_id="head-help")
                 with gr.Row():
                     opacity = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Head opacity (0 = photo only)",
                                         elem_id="head-opacity", scale=3)
@@ -139,32 +162,39 @@ def build_demo(service: StudioService) -> gr.Blocks:
                     with gr.Row():
                         # inline (data: URL) images: a release writes no image file
                         preview = inline(gr.Image(label="Server render", type="filepath", height=150,
-                                                  interactive=False, elem_id="preview", elem_classes="maps"))
+                                                  interactive=False, elem_id="preview", elem_classes="maps",
+                                                  buttons=[]))
                         maps = [inline(gr.Image(label=n, type="filepath", height=150, interactive=False,
-                                                elem_classes="maps", elem_id=f"map-{n.lower()}"))
+                                                elem_classes="maps", elem_id=f"map-{n.lower()}", buttons=[]))
                                 for n in ("Normals", "Albedo", "Shading")]
             with gr.Column(scale=4, min_width=300):
-                with gr.Tab("Pose"):
-                    for k in ("pose.yaw", "pose.pitch", "pose.roll", "pose.jaw", "pose.eye_yaw", "pose.eye_pitch"):
-                        slider(k)
-                with gr.Tab("Expression"):
-                    for s in SLIDERS:
-                        if s.group == "expression":
-                            slider(s.key)
-                with gr.Tab("Light & position"):
-                    for s in SLIDERS:
-                        if s.group in ("lighting", "placement"):
-                            slider(s.key)
+                with gr.Tabs(elem_id="controls-tabs"):
+                    with gr.Tab("Pose"):
+                        for k in ("pose.yaw", "pose.pitch", "pose.roll", "pose.jaw", "pose.eye_yaw", "pose.eye_pitch"):
+                            slider(k)
+                    with gr.Tab("Expression"):
+                        for s in SLIDERS:
+                            if s.group == "expression":
+                                slider(s.key)
+                    with gr.Tab("Light & position"):
+                        for s in SLIDERS:
+                            if s.group in ("lighting", "placement"):
+                                slider(s.key)
+                        refit = gr.Button("Put the head back on the face (fitted size and position)", size="sm",
+                                          elem_id="reset-placement")
                 with gr.Accordion("Advanced: raw expression coefficients", open=False):
                     for s in SLIDERS:
                         if s.group == "raw":
                             slider(s.key)
                 with gr.Row():
-                    reset_ref = gr.Button("Reset to reference", size="sm")
-                    reset_neutral = gr.Button("Reset to neutral", size="sm")
+                    reset_ref = gr.Button("Reset to photo", size="sm", elem_id="reset-photo")
+                    reset_neutral = gr.Button("Reset to neutral", size="sm", elem_id="reset-neutral")
                 with gr.Row():
                     save_preset = gr.DownloadButton("Save preset (JSON)", size="sm", elem_id="save-preset")
                     load_preset = gr.UploadButton("Load preset", file_types=[".json"], size="sm", elem_id="load-preset")
+                with_placement = gr.Checkbox(False, label="apply placement too (the preset's head size and position)",
+                                             elem_id="preset-placement")
+                preset_note = gr.Markdown("", elem_id="preset-note")
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
@@ -179,28 +209,44 @@ def build_demo(service: StudioService) -> gr.Blocks:
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
                     randomize = gr.Checkbox(label="Random seed", value=True)
-                    used_seed = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="used-seed")
-                    num_images = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images", elem_id="num-images")
+                    used_seed = gr.Number(label="Seed used (image i: seed + i)", precision=0, interactive=False,
+                                          elem_id="used-seed")
+                    num_images = gr.Slider(1, MAX_IMAGES, value=CPU_DEFAULTS["num_images"] if cpu else 2, step=1,
+                                           label="Images", elem_id="num-images")
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=20, step=1, label="Steps", elem_id="steps")
-                    guidance = gr.Slider(1.0, 15.0, value=7.0, step=0.5, label="Guidance")
-                    strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="CapFace strength")
-                    tau = gr.Slider(0, 1000, value=0, step=10, label="tau (0 = identity at every step)")
+                    steps = gr.Slider(1, 150, value=CPU_DEFAULTS["steps"] if cpu else 20, step=1, label="Quality steps",
+                                      info="sampling steps: more = finer, slower", elem_id="steps")
+                    guidance = gr.Slider(0.0, 30.0, value=7.0, step=0.5, label="Prompt strength",
+                                         info="guidance scale: how closely the image follows the prompt")
+                    strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Likeness strength",
+                                         info="CapFace strength: how strongly the photo's face steers the image")
+                    tau = gr.Slider(0, 1000, value=0, step=10, label="Likeness starts late",
+                                    info="tau: the noisiest steps (timestep > tau) ignore the face; 0 = face at every step")
                 with gr.Row():
-                    resolution = gr.Dropdown([r for r in RESOLUTIONS], value=512, label="Resolution", elem_id="resolution")
+                    # every size the CLI accepts (--size: multiples of 64 in 64..1024); no typing to filter
+                    resolution = gr.Dropdown(list(range(64, 1025, 64)), value=CPU_DEFAULTS["resolution"] if cpu else 512,
+                                             label="Size (px)", elem_id="resolution", filterable=False)
                     scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="Scheduler",
                                             info="lcm = fast preset (LCM-LoRA, 4 steps)", elem_id="scheduler")
                     models = list(service.models) or ["default"]
                     model = gr.Dropdown(models, value=models[0], label="Base model (checkpoints/)")
                     lora = gr.Dropdown(["none", *installed_loras()], value="none", label="LoRA (checkpoints/lora/)")
                     lora_scale = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="LoRA scale")
-                    generate = gr.Button("Generate", variant="primary", elem_id="generate",
-                                         interactive=True)
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate", interactive=True, scale=3)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False, scale=1)
                 generate_note = gr.Markdown("", elem_id="generate-note")
-                gallery = gr.Gallery(label="Results (caption: seed · pose asked / estimated · identity similarity)",
+                gallery = gr.Gallery(label="Results (caption: photo · seed · pose asked / estimated · likeness)",
                                      columns=3, height="auto", object_fit="contain", elem_id="gallery")
+                with gr.Accordion("History of this visit (pick one: its recipe, or send it back to the sliders)",
+                                  open=True, elem_id="history-panel"):
+                    history = gr.Gallery(label="Every image of this visit, newest first (side by side)", columns=6,
+                                         height=240, object_fit="contain", elem_id="history", allow_preview=True)
+                    with gr.Row():
+                        send_back = gr.Button("Send back to the sliders", size="sm", elem_id="send-back")
+                    recipe = gr.Markdown("", elem_id="recipe")
 
-        build_sweep_panel(service, session, state_in, WITH_STATE, dict(  # Sweep panel (demo/sweep.py)
+        sweep = build_sweep_panel(service, session, state_in, WITH_STATE, dict(  # Sweep panel (demo/sweep.py)
             prompt=prompt, negative=negative, steps=steps, guidance=guidance, strength=strength, tau=tau,
             resolution=resolution, scheduler=scheduler, model=model, lora=lora, lora_scale=lora_scale))
         add_api(service)
@@ -208,24 +254,26 @@ def build_demo(service: StudioService) -> gr.Blocks:
         # ------------------------------------------------------------------ wiring
         # Sliders have NO server listeners: the page poses the head itself every frame and commits
         # the state once a control is released (commit_btn, clicked by demo/static/live_head.js).
-        values = [sliders[s.key] for s in SLIDERS]
-        to_page = [session, state_box, *values]
+        # The server sends new base states through state_box only; the page sets every slider.
         quiet = dict(api_visibility="private", show_progress="hidden")
         commit_btn.click(h.commit, [session, state_in, textured], [viewer, save_preset, preview, *maps], js=WITH_STATE,
                          trigger_mode="always_last", concurrency_limit=serving.PREVIEW_CONCURRENCY,
                          concurrency_id="preview", **quiet)
-        reference.change(h.upload_reference, [session, reference], [session, report, state_box, *values],
+        reference.change(h.upload_reference, [session, reference],
+                         [session, report, state_box, photo_in_use, reference],
                          concurrency_limit=serving.PREVIEW_CONCURRENCY, concurrency_id="preview",
-                         api_visibility="private")
-        reset_ref.click(h.reset_reference, [session], to_page, **quiet)
-        reset_neutral.click(h.reset_neutral, [session, state_in], to_page, js=WITH_STATE, **quiet)
-        apply_pose.click(h.apply_pose_reference, [session, state_in, pose_photo, modes], to_page,
-                         js="(...a) => { if (window.CH) a[1] = window.CH.json(); return a; }",
-                         api_visibility="private")
-        load_preset.upload(h.load_preset, [session, load_preset], to_page, **quiet)
-        flame_file.upload(h.install_flame, [session, flame_file], [session, report, status, state_box, *values],
+                         api_visibility="private", show_progress_on=[report])
+        # resets, pose presets, undo/redo: all in the page (one state model; placement untouched)
+        reset_ref.click(None, js="() => { window.CH && window.CH.resetPhoto(); }")
+        reset_neutral.click(None, js="() => { window.CH && window.CH.resetNeutral(); }")
+        refit.click(None, js="() => { window.CH && window.CH.resetPlacement(); }")
+        apply_pose.click(h.apply_pose_reference, [session, state_in, pose_photo, modes], [session, state_box, pose_note],
+                         js=WITH_STATE, api_visibility="private", show_progress_on=[pose_note])
+        load_preset.upload(h.load_preset, [session, state_in, load_preset, with_placement],
+                           [session, state_box, preset_note], js="(...a) => { if (window.CH) a[1] = window.CH.json(); return a; }",
+                           **quiet)
+        flame_file.upload(h.install_flame, [session, flame_file], [session, report, status, state_box],
                           api_visibility="private", concurrency_limit=1, concurrency_id="install-flame")
-        # Designer tools, all in the page (no server call until the state is committed).
         undo.click(None, js="() => { window.CH && window.CH.undo(); }")
         redo.click(None, js="() => { window.CH && window.CH.redo(); }")
         for name, (y, p, r) in POSE_PRESETS.items():
@@ -236,11 +284,16 @@ def build_demo(service: StudioService) -> gr.Blocks:
         scheduler.change(values_for_scheduler, [scheduler, steps, guidance], [steps, guidance],
                          show_progress="hidden", api_visibility="private")
         export.click(h.export, [session, state_in], exported, js=WITH_STATE, api_visibility="private")
-        generate.click(h.generate, [session, state_in, prompt, negative, seed, randomize, steps, guidance, strength,
-                                    tau, num_images, resolution, scheduler, model, lora, lora_scale],
-                       [gallery, used_seed, generate_note], js=WITH_STATE,
-                       api_visibility="private", concurrency_limit=serving.GENERATE_CONCURRENCY,
-                       concurrency_id="gpu")
+        # Generate: off while it runs, Stop on; progress (image i of n, step k) on the gallery only
+        gen_inputs = [session, state_in, prompt, negative, seed, randomize, steps, guidance, strength, tau, num_images,
+                      resolution, scheduler, model, lora, lora_scale]
+        generate.click(h.running, None, [generate, stop], queue=False, **quiet).then(
+            h.generate, gen_inputs, [gallery, used_seed, generate_note, history], js=WITH_STATE,
+            api_visibility="private", concurrency_limit=serving.GENERATE_CONCURRENCY, concurrency_id="gpu",
+            show_progress_on=[gallery]).then(h.finished, None, [generate, stop], queue=False, **quiet)
+        stop.click(h.stop, None, [stop], queue=False, **quiet)
+        history.select(h.pick_history, [session], [session, recipe], **quiet)
+        send_back.click(h.send_back, [session, state_in], [session, state_box, recipe], js=WITH_STATE, **quiet)
         demo.load(h.init, [session], [session, state_box], **quiet)
-        demo.load(h.generate_status, None, [generate, generate_note], **quiet)
+        demo.load(h.generate_status, None, [generate, generate_note, sweep["generate"]], **quiet)
     return demo

@@ -454,7 +454,7 @@ def test_ui_generate_same_messages(studio, fields, message, monkeypatch):
              num_images=1, resolution=128, scheduler="ddim", model="default", lora="none", lora_scale=1.0)
     v.update(fields)
     out = _handlers(studio).generate(session, HeadState().to_json(), *v.values(), progress=lambda *a, **k: None)
-    assert shown == [message] and len(out) == 3
+    assert shown == [message] and len(out) == 4  # gallery, seed, note, history: left as they were
 
 
 def _ui_message(monkeypatch, fn, *args) -> str:
@@ -478,15 +478,15 @@ def test_ui_messages_name_no_server_paths(studio, tmp_path, monkeypatch):
 
     h = _handlers(studio)
     out = h.upload_reference(new_session(), str(tmp_path / "secret dir" / "missing photo.png"))
-    assert out[1].startswith("No usable face in this photo: missing photo.png: no such file.")  # the Analysis box
+    assert out[1].startswith("**No usable face in missing photo.png:** missing photo.png: no such file.")  # Analysis
     assert "secret dir" not in out[1] and str(tmp_path) not in out[1]
     preset = tmp_path / "secret dir" / "bad preset.json"
     preset.parent.mkdir()
     preset.write_bytes(b'{"pose": {"yaw": "\xe9"}}')
-    msg = _ui_message(monkeypatch, h.load_preset, new_session(), str(preset))
+    msg = _ui_message(monkeypatch, h.load_preset, new_session(), "", str(preset))
     assert msg == "the preset bad preset.json is not UTF-8 text (a head state is a JSON text file)"
     preset.write_text('{"lighting": {"sh": 5}}')
-    msg = _ui_message(monkeypatch, h.load_preset, new_session(), str(preset))
+    msg = _ui_message(monkeypatch, h.load_preset, new_session(), "", str(preset))
     assert msg == f'head state: "lighting.sh" must be {SH_ROWS}, got a number (5)'
 
 

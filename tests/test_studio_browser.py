@@ -122,7 +122,7 @@ def test_one_head_state_everywhere(studio, example_photo, tiny_weights, tmp_path
         page.goto(url)
         page.wait_for_function(READY, timeout=30000)
         page.locator("#reference input[type=file]").set_input_files(example_photo)
-        page.wait_for_function("() => (document.querySelector('#report textarea') || {}).value?.includes('detector')",
+        page.wait_for_function("() => document.querySelector('#report').innerText.includes('Head fitted')",
                                timeout=60000)
         page.wait_for_function("() => CH.ready() && CH.head.photo && CH.head.photo.image", timeout=30000)
         fitted = _page_state(page)
@@ -153,10 +153,11 @@ def test_one_head_state_everywhere(studio, example_photo, tiny_weights, tmp_path
         p30 = _preset(page, tmp_path, {"pose.yaw": 30.0})
         (tmp_path / "yaw30.json").write_text(json.dumps({k: v for k, v in p30.items() if not k.startswith("_")}))
 
-        # 3. the slider's ↺
+        # 3. the slider's ↺: back to the photo's fitted yaw
         page.locator("#slider-pose-yaw button.reset-button").click()
-        page.wait_for_function("() => CH.state().pose.yaw === 0")
-        _preset(page, tmp_path, {"pose.yaw": 0.0})
+        page.wait_for_function("() => CH.state().pose.yaw === CH.fit.pose.yaw")
+        yaw_fit = fitted["pose"]["yaw"]
+        _preset(page, tmp_path, {"pose.yaw": yaw_fit})
 
         # 4. five ArrowRight on Pitch
         page.locator("#slider-pose-pitch input[type=range]").focus()
@@ -183,7 +184,7 @@ def test_one_head_state_everywhere(studio, example_photo, tiny_weights, tmp_path
         page.locator("#undo").click()
         page.wait_for_function(f"() => CH.state().pose.roll === {shown_roll}")
         assert _shown(page, "pose.roll") == shown_roll
-        _preset(page, tmp_path, {"pose.roll": shown_roll, "pose.yaw": 0.0})
+        _preset(page, tmp_path, {"pose.roll": shown_roll, "pose.yaw": yaw_fit})
         page.locator("body").click(position={"x": 5, "y": 5})
         page.keyboard.press("Control+Shift+Z")
         page.wait_for_function("() => CH.state().pose.yaw === 35")

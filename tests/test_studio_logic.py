@@ -158,34 +158,105 @@ def test_slider_values_rounded_and_preset_names():
     assert preset_name(HeadState()) == "head-neutral.json"
 
 
-def test_page_handlers_keep_placement_and_say_why_generate_is_off(head_path, tmp_path):
+def test_page_handlers_say_why_generate_is_off_and_keep_the_photo_in_use(head_path, tmp_path):
     import json
 
-    from caphuman.controls.state import HeadState
     from caphuman.studio.service import StudioService
     from demo.handlers import Handlers, new_session
 
     h = Handlers(StudioService(head=head_path))
-    button, note = h.generate_status()
+    button, note, sweep = h.generate_status()
     assert button["interactive"] is False and "weights" in note
-    s = new_session()
-    fitted = HeadState()
-    fitted.placement.scale, fitted.placement.shift_x = 0.86, 0.03
-    s["reference"] = fitted.to_json(None)
-    current = fitted.replace()
-    current.pose.yaw = 40.0
-    out = h.reset_neutral(s, current.to_json())
-    msg = json.loads(out[1])
-    assert msg["state"]["pose"]["yaw"] == 0 and msg["state"]["placement"]["scale"] == 0.86
-    assert msg["payload"].startswith("gradio_api/file=")
-    # a photo without a face: the controls stay, the Analysis box says what to do
+    assert sweep["interactive"] is False, "Generate sweep is off too when Generate is"
+    # a photo without a face: nothing is in use, the Analysis box says so and what to do
     blank = tmp_path / "blank.png"
     import numpy as np
     from PIL import Image
 
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
     out = h.upload_reference(new_session(), str(blank))
-    assert "Try a photo" in out[1] and all(isinstance(o, dict) for o in out[3:])
+    assert "No usable face in blank.png" in out[1] and "No photo in use" in out[1] and "Try a photo" in out[1]
+    assert isinstance(out[2], dict) and "none yet" in out[3]  # the head state box is left alone
+    # after a usable photo, an unusable one says the previous photo is still in use
+    astronaut = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "assets/examples/astronaut.jpg")
+    s, report, box, in_use, _ = h.upload_reference(new_session(), astronaut)
+    msg = json.loads(box)
+    assert msg["history"] == "reset" and msg["photo"] == "astronaut.jpg" and msg["fit"] == msg["state"]
+    assert "astronaut.jpg" in report and "astronaut.jpg" in in_use
+    s2, report, box, in_use, label = h.upload_reference(s, str(blank))
+    assert "Still using the previous photo, astronaut.jpg" in report and "astronaut.jpg" in in_use
+    assert "NOT in use" in label["label"] and s2["photo"] is s["photo"] and isinstance(box, dict)
+
+
+def test_partial_preset_changes_only_what_it_names():
+    import json
+
+    import pytest as _pytest
+
+    from caphuman.controls.state import HeadState
+    from caphuman.errors import InputError
+    from caphuman.studio.controls import merge_preset
+
+    current = HeadState()
+    current.pose.pitch, current.pose.roll = 5.0, 4.4
+    current.placement.scale, current.placement.shift_x = 0.86, 0.03
+    current.shape = [0.5, -0.2]
+    m = merge_preset(current, '{"pose": {"yaw": 999}}')
+    assert m.state.pose.yaw == 90 and m.state.pose.pitch == 5.0 and m.state.pose.roll == 4.4
+    assert m.state.placement == current.placement and m.state.shape == current.shape
+    assert m.changed == ["pose.yaw"] and any("999" in n and "using 90" in n for n in m.notes), m.notes
+    other = {"made_from": "other.jpg", "pose": {"roll": -3.3}, "placement": {"scale": 2.5}, "shape": [1.0],
+             "expression_controls": {"smile": 0.5}}
+    m = merge_preset(current, json.dumps(other))
+    assert m.made_from == "other.jpg" and m.state.pose.roll == -3.3 and m.state.expression_controls == {"smile": 0.5}
+    assert m.state.placement.scale == 0.86 and m.state.shape == current.shape
+    assert any("apply placement too" in n for n in m.notes)
+    m = merge_preset(current, json.dumps(other), placement=True)
+    assert m.state.placement.scale == 2.5 and m.state.placement.shift_x == 0.03  # shift not named: kept
+    with _pytest.raises(InputError, match="unknown field"):
+        merge_preset(current, '{"pose": {"yaww": 3}}')
+    # made_from is informational everywhere a state is read (the CLI's --params too)
+    assert HeadState.from_json(json.dumps({"made_from": "x.jpg", "pose": {"yaw": 3}})).pose.yaw == 3
+
+
+def test_each_studio_image_is_reproduced_by_its_cli_recipe(head_path, tiny_weights, tmp_path):
+    """Image 2 of a studio batch of 2 (seed S+1) equals `python -m caphuman generate --seed S+1
+    --params <its state>` bit for bit: the studio makes each image as a batch of one."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from caphuman.studio.service import StudioService
+    from demo.handlers import Handlers, new_session
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    photo = str(root / "assets/examples/astronaut.jpg")
+    h = Handlers(StudioService(head=head_path, weights=tiny_weights, device="cpu"))
+    s, _, box, _, _ = h.upload_reference(new_session(), photo)
+    state = json.dumps(json.loads(box)["state"])
+    gallery, seed, note, history = h.generate(s, state, "a portrait", "", 7, False, 2, 7.0, 1.0, 0, 2, 64, "ddim",
+                                              "default", "none", 1.0, progress=lambda *a, **k: None)
+    assert seed == 7 and len(gallery) == 2 and note == ""
+    assert gallery[1][1].startswith("astronaut.jpg · seed 8 · 2 steps · 64 px")
+    recipe = s["history"][-1]["recipe"]
+    assert "--seed 8" in recipe and "--size 64" in recipe and "--steps 2" in recipe
+    params = tmp_path / "head-state.json"
+    params.write_text(state)
+    out = tmp_path / "seed8.png"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "caphuman", "generate", "--weights", tiny_weights, "--head", head_path,
+                        "--reference", photo, "--params", str(params), "--prompt", "a portrait", "--seed", "8",
+                        "--steps", "2", "--guidance", "7", "--strength", "1", "--tau", "0", "--size", "64",
+                        "--scheduler", "ddim", "--device", "cpu", "--out", str(out)],
+                       capture_output=True, text=True, env=env, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Image.open(gallery[1][0]) as a, Image.open(out) as b:
+        studio_px, cli_px = np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB"))
+    assert np.array_equal(studio_px, cli_px), f"{(studio_px != cli_px).mean():.4%} of values differ"
 
 
 def test_library_does_not_import_demo():

@@ -263,6 +263,9 @@ class HeadState:
         fmt = data.pop("format", FORMAT)
         if fmt != FORMAT:
             raise InputError(f"unsupported head state format {fmt!r} (expected {FORMAT!r})")
+        made_from = data.pop("made_from", None)  # informational: the photo a studio preset was made on
+        if made_from is not None and not (isinstance(made_from, str) and len(made_from) <= 1000):
+            raise InputError(f'{_field("made_from")} must be a file name (text), got {describe(made_from)}')
         _no_unknown(data, [f.name for f in dataclasses.fields(cls)])
 
         def numbers_list(path: str) -> list:

@@ -145,3 +145,77 @@ def state_from_values(base: HeadState | None, values) -> HeadState:
     if light_changed:
         state.lighting.sh = None
     return state
+
+
+@dataclass
+class MergedPreset:
+    """A preset applied to the head on screen: the new ``state``, the fields it ``changed``
+    (``pose.yaw``, ...), ``notes`` (clamped values, parts left alone and why) and the photo it
+    says it was ``made_from`` (None when it does not say)."""
+
+    state: HeadState
+    changed: list
+    notes: list
+    made_from: str | None = None
+
+
+def merge_preset(current: HeadState, text: str, placement: bool = False) -> MergedPreset:
+    """Apply a preset's JSON ``text`` on top of ``current``, changing exactly the fields it names.
+
+    Validated by :meth:`HeadState.from_dict` (the one set of rules: unknown fields and wrong types
+    refused, out of range clamped; each clamp becomes a note). The placement changes only with
+    ``placement=True`` ("apply placement too"); ``shape`` / ``albedo`` (the face of the photo the
+    preset was made on) never change: they belong to the photo in use."""
+    import json
+    import warnings
+
+    from caphuman.controls.state import MAX_JSON_CHARS
+    from caphuman.errors import InputError
+
+    if len(text) > MAX_JSON_CHARS:
+        raise InputError(f"the preset is too long ({len(text)} characters; at most {MAX_JSON_CHARS})")
+    try:
+        data = json.loads(text.lstrip("\ufeff"))
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise InputError(f"the preset is not valid JSON: {getattr(exc, 'msg', exc.__class__.__name__)}") from None
+    if not isinstance(data, dict):
+        raise InputError("a preset must be a JSON object such as {\"pose\": {\"yaw\": 30}}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        saved = HeadState.from_dict(data)  # type checks + clamping, for the named fields only below
+    notes = [str(w.message).replace("head state: ", "") for w in caught if issubclass(w.category, UserWarning)]
+    made_from = data.get("made_from") if isinstance(data.get("made_from"), str) else None
+    out = current.replace()
+    changed: list[str] = []
+
+    def named(group: str) -> dict:
+        value = data.get(group)
+        return value if isinstance(value, dict) else {}
+
+    for key in named("pose"):
+        setattr(out.pose, key, getattr(saved.pose, key))
+        changed.append(f"pose.{key}")
+    light = named("lighting")
+    for key in light:
+        setattr(out.lighting, key, getattr(saved.lighting, key))
+        changed.append(f"lighting.{key}")
+    if light and "sh" not in light and set(light) & {"azimuth", "elevation", "intensity", "ambient"}:
+        out.lighting.sh = None  # the named light controls replace raw SH the head had
+    controls = named("expression_controls")
+    if controls:
+        out.expression_controls = {**(out.expression_controls or {}), **{k: saved.expression_controls[k] for k in controls}}
+        changed += [f"expression_controls.{k}" for k in controls]
+    if data.get("expression") is not None:
+        out.expression = list(saved.expression)
+        changed.append("expression")
+    if named("placement"):
+        if placement:
+            for key in named("placement"):
+                setattr(out.placement, key, getattr(saved.placement, key))
+                changed.append(f"placement.{key}")
+        else:
+            notes.append("its placement (head size and position) was not applied: tick \"apply placement too\" "
+                         "to use it")
+    if data.get("shape") or data.get("albedo"):
+        notes.append("its face shape and colour belong to the photo it was made on: the head keeps the photo in use")
+    return MergedPreset(out, changed, notes, made_from)

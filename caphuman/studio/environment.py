@@ -22,7 +22,7 @@ class Environment:
         """The readiness line first (short), then device/head, the details folded."""
         first = f"**{self.readiness[:1].upper()}{self.readiness[1:]}**" if self.readiness else ""
         head = f"**Device:** {self.device} · **Head:** {self.head} · **Generation:** " + (
-            f"ready ({self.weights})" if self.generation_ready else "not available")
+            f"ready ({Path(self.weights).name})" if self.generation_ready else "not available")
         items = "\n".join(f"- **{'ok' if ok else 'missing'}:** {text}" for ok, text in self.lines)
         details = f"\n\n<details><summary>Details</summary>\n\n{items}\n\n</details>" if items else ""
         return (first + "\n\n" if first else "") + head + details
@@ -61,7 +61,7 @@ def describe(device: str, head_description: str, head_kind: str, weights: str | 
         lines.append((False, f"generation weights: {generator_error}"))
     else:
         tiny = weights and (Path(weights) / "TINY_MODEL.json").is_file()
-        lines.append((True, f"generation weights: {weights}" + (
+        lines.append((True, f"generation weights: {Path(weights).name}" + (
             " (tiny RANDOM test model: images are noise-like by design)" if tiny else "")))
     readiness = ""
     try:

@@ -4,15 +4,18 @@
 // and Generate: base state (from the server: the fitted reference, a preset, a reset) + the value
 // every slider shows. Slider input never calls the server; the head is posed here every animation
 // frame (expression blendshapes + linear blend skinning + SH shading, the same conventions as
-// caphuman/head/lbs.py and caphuman/render/maps.py). When a control is released (or keys stop for
-// IDLE_MS) the state is committed once: the server renders the authoritative hint, GLB and preset.
+// caphuman/head/lbs.py and caphuman/render/maps.py). When a control is released (or keys pause for
+// KEY_IDLE_MS) the state is committed once: the server renders the authoritative hint, GLB and preset.
 //
 // Written for this project (no upstream code). CH_CONFIG is prepended by demo/ui.py.
 (function () {
   "use strict";
   const CFG = window.CH_CONFIG;
   const CH = (window.CH = window.CH || {});
-  const IDLE_MS = 350;
+  // Keys commit after a real pause: KEY_IDLE_MS with no key or slider input since the frame that
+  // showed the last change reached the screen (slow software-rendered frames never commit between
+  // presses). A pointer release, Enter in a box and every button commit at once.
+  const KEY_IDLE_MS = 1000;
   const DIM = 0.45; // caphuman/render/preview_image.py PHOTO_DIM
   const SIZE = 512;
 
@@ -26,7 +29,9 @@
   CH.view = { opacity: 1.0, textured: true };
   CH.history = [];
   CH.future = [];
-  let dirty = false, lastChange = 0, pointerDown = false, lastCommitted = null, applying = false;
+  let dirty = false, lastInput = 0, pointerDown = false, lastCommitted = null, applying = false;
+  CH.fit = null; // the fitted state of the photo in use (placement, resets and the sliders' ↺ return to it)
+  CH.photo = null; // {name} of the photo in use
 
   // ------------------------------------------------------------------ state
   function clone(o) { return JSON.parse(JSON.stringify(o)); }
@@ -45,7 +50,10 @@
     const expr = (s.expression || []).slice();
     let lightChanged = false;
     for (const spec of CH.specs) {
-      const v = values[spec.key] !== undefined ? values[spec.key] : snap(spec, valueOf(s, spec));
+      // the slider shows the base value rounded to its step; while it does, the state keeps the
+      // base's exact value (a preset's roll 4.4 stays 4.4); a moved slider gives its own value
+      const exact = valueOf(s, spec), shown = values[spec.key];
+      const v = shown === undefined || shown === snap(spec, exact) ? exact : shown;
       const [group, name] = spec.key.split(".");
       if (group === "pose") s.pose[name] = v;
       else if (group === "expr") s.expression_controls[name] = v;
@@ -110,6 +118,9 @@
     const d = spec.step < 1 ? Math.max(0, -Math.floor(Math.log10(spec.step) + 1e-9)) : 0;
     return +(Math.round(v / spec.step) * spec.step).toFixed(d);
   }
+  // The server's messages (state box): {nonce, state, payload, fit?, photo?, history?}.
+  //   fit: the fitted state of the photo in use (sent with a new photo); history: "reset" starts the
+  //   undo history at this state (a new photo), false leaves the history alone.
   function readServerBox() {
     const box = document.querySelector("#head-state textarea, #head-state input");
     if (!box || !box.value) return false;
@@ -118,13 +129,27 @@
     if (!msg || msg.nonce === CH.nonce) return false;
     if (!msg.state) return false;
     CH.nonce = msg.nonce;
-    CH.base = msg.state;
-    // sliders not mounted yet take the new base's values (mounted ones follow Gradio's update)
-    for (const spec of CH.specs) if (!rangeOf(spec.key)) CH.values[spec.key] = snap(spec, valueOf(msg.state, spec));
+    if (msg.fit) CH.fit = msg.fit;
+    if (msg.photo !== undefined) CH.photo = msg.photo;
     if (msg.payload && msg.payload !== CH.payloadUrl) { CH.payloadUrl = msg.payload; loadPayload(msg.payload); }
-    if (msg.history !== false) pushHistory(JSON.stringify(msg.state));
+    adopt(msg.state, msg.history === "reset" ? "reset" : msg.history === false ? "none" : "push");
     return true;
   }
+
+  // A new base state: every slider shows it (rounded to its step), the state keeps its exact values.
+  // history "push": an undo step; "reset": the history starts here; "none": no history entry.
+  function adopt(state, history) {
+    CH.base = clone(state);
+    const vals = {};
+    for (const spec of CH.specs) vals[spec.key] = valueOf(CH.base, spec);
+    CH.setValues(vals);
+    lastCommitted = null;
+    const json = CH.json();
+    if (history === "reset") { CH.history = [json]; CH.future = []; updateUndoButtons(); }
+    else if (history === "push") pushHistory(json);
+    dirty = true; lastInput = 0;
+  }
+  CH.adopt = adopt;
 
   // ------------------------------------------------------------------ commit / history
   function commitButton() { return document.querySelector("#commit-state"); }
@@ -145,14 +170,6 @@
     CH.future = [];
     updateUndoButtons();
   }
-  function restore(json) {
-    const s = JSON.parse(json);
-    const vals = {};
-    for (const spec of CH.specs) vals[spec.key] = valueOf(s, spec);
-    CH.base = s;
-    lastCommitted = null;
-    CH.setValues(vals);
-  }
   function valueOf(s, spec) {
     const [group, name] = spec.key.split(".");
     if (group === "pose") return s.pose[name] || 0;
@@ -161,14 +178,19 @@
     if (group === "place") return s.placement[name];
     return (s.expression || [])[+name] || 0;
   }
+  function setField(s, key, v) {
+    const [group, name] = key.split(".");
+    if (group === "pose") s.pose[name] = v;
+    else if (group === "expr") { s.expression_controls = s.expression_controls || {}; s.expression_controls[name] = v; }
+    else if (group === "light") { if (s.lighting[name] !== v) s.lighting.sh = null; s.lighting[name] = v; }
+    else if (group === "place") s.placement[name] = v;
+    else { s.expression = (s.expression || []).slice(); while (s.expression.length <= +name) s.expression.push(0); s.expression[+name] = v; }
+  }
   CH.undo = function () {
     if (dirty) CH.commit();
     if (CH.history.length < 2) return false;
     CH.future.push(CH.history.pop());
-    const prev = CH.history[CH.history.length - 1];
-    restore(prev);
-    lastCommitted = null; dirty = true; lastChange = 0;
-    CH.commitSoon(prev);
+    adopt(JSON.parse(CH.history[CH.history.length - 1]), "none");
     updateUndoButtons();
     return true;
   };
@@ -176,20 +198,63 @@
     if (!CH.future.length) return false;
     const next = CH.future.pop();
     CH.history.push(next);
-    restore(next);
-    CH.commitSoon(next);
+    adopt(JSON.parse(next), "none");
     updateUndoButtons();
     return true;
   };
-  CH.commitSoon = function () { dirty = true; lastChange = 0; };
+  CH.commitSoon = function () { dirty = true; lastInput = 0; };
   function updateUndoButtons() {
     const u = document.querySelector("#undo button, button#undo"), r = document.querySelector("#redo button, button#redo");
     if (u) u.disabled = CH.history.length < 2;
     if (r) r.disabled = CH.future.length === 0;
   }
+  CH.updateUndoButtons = updateUndoButtons;
+  // Every change below starts from the state on screen and changes only what it names: the
+  // placement (the head's scale and shift on the photo) is never touched unless named.
+  function edit(fn) {
+    if (dirty) CH.commit();
+    const s = CH.state();
+    fn(s);
+    adopt(s, "push");
+    CH.commit();
+  }
   CH.pose = function (yaw, pitch, roll) {
-    CH.setValues({ "pose.yaw": yaw, "pose.pitch": pitch, "pose.roll": roll });
-    CH.commitSoon();
+    edit((s) => { s.pose.yaw = yaw; s.pose.pitch = pitch; s.pose.roll = roll; });
+  };
+  function fitted() { return CH.fit || neutralState(); }
+  // "Reset to neutral": pose, expression and light neutral; identity (shape, albedo) and placement stay.
+  CH.resetNeutral = function () {
+    const n = neutralState();
+    edit((s) => { s.pose = n.pose; s.expression = []; s.expression_controls = {}; s.lighting = n.lighting; });
+  };
+  // "Reset to photo": pose, expression and light as fitted to the photo in use; placement stays.
+  CH.resetPhoto = function () {
+    const f = clone(fitted());
+    edit((s) => { s.pose = f.pose; s.expression = f.expression; s.expression_controls = f.expression_controls || {};
+      s.lighting = f.lighting; s.shape = f.shape; s.albedo = f.albedo; });
+  };
+  // "Put the head back on the face": the fitted placement (only this changes the placement).
+  CH.resetPlacement = function () {
+    const f = fitted();
+    edit((s) => { s.placement = clone(f.placement); });
+  };
+  // A slider's ↺: that one control back to the photo's fitted value.
+  CH.resetControl = function (key) {
+    const spec = CH.specs.find((x) => x.key === key);
+    if (!spec) return false;
+    const v = valueOf(fitted(), spec);
+    edit((s) => setField(s, key, v));
+    return true;
+  };
+  // Drag on the head: yaw / pitch (with Shift: roll), in degrees, on top of where the drag began.
+  CH.turn = function (start, dyaw, dpitch, droll) {
+    const vals = {};
+    const lim = (k, v) => { const sp = CH.specs.find((x) => x.key === k); return Math.min(Math.max(v, sp.lo), sp.hi); };
+    vals["pose.yaw"] = lim("pose.yaw", start.yaw + dyaw);
+    vals["pose.pitch"] = lim("pose.pitch", start.pitch + dpitch);
+    vals["pose.roll"] = lim("pose.roll", start.roll + droll);
+    for (const [k, v] of Object.entries(vals)) setField(CH.base, k, Math.round(v));
+    CH.setValues(vals);
   };
 
   // ------------------------------------------------------------------ payload
@@ -552,41 +617,177 @@ void main() {
   CH.ready = function () { return !!(CH.head && CH.head.uploaded && canvas && (!CH.head.photo || CH.head.photo.image)); };
 
   // ------------------------------------------------------------------ loop
+  let unseen = false; // a change was drawn but its frame is not on screen yet
   function changedNow() {
     dirty = true;
-    lastChange = performance.now();
+    lastInput = performance.now();
     CH.redraw();
+    unseen = true;
   }
   function tick() {
     try {
+      // the first animation frame after a change: it is on screen now; the pause starts here (a
+      // slow frame never counts as the user pausing)
+      if (unseen) { unseen = false; lastInput = performance.now(); }
       const fromServer = readServerBox();
       const moved = readSliders();
-      if (fromServer || moved) {
-        changedNow();
-        if (fromServer) lastCommitted = null;
-      } else if (CH.head && !CH.head.uploaded) CH.redraw();
+      if (moved) changedNow();
+      else if (fromServer) CH.redraw();
+      else if (CH.head && !CH.head.uploaded) CH.redraw();
+      if ((CH.stats.ticks = (CH.stats.ticks || 0) + 1) % 15 === 0) { updateUndoButtons(); stickTabs(); }
       const now = performance.now();
-      if (dirty && !pointerDown && !applying && now - lastChange > IDLE_MS) CH.commit();
+      if (dirty && !pointerDown && !applying && !unseen && now - lastInput > KEY_IDLE_MS) CH.commit();
     } catch (e) { console.error("live head", e); }
     requestAnimationFrame(tick);
   }
+  function keyOf(el) {
+    const block = el && el.closest && el.closest("[id^=slider-]");
+    return block ? block.id.slice(7).replace("-", ".") : null;
+  }
   document.addEventListener("input", (e) => {
-    if (e.target && e.target.type === "range" && e.target.closest("[id^=slider-]") && !applying) {
+    const t = e.target;
+    if (!t || !t.closest) return;
+    if (t.type === "range" && t.closest("[id^=slider-]") && !applying) {
       if (readSliders()) changedNow();
+    } else if (t.type === "number" && t.closest("[id^=slider-]") && CH.specs.find((x) => x.key === keyOf(t))) {
+      // typing in a slider's box: nothing moves until Enter or leaving the box (an incomplete
+      // number such as "-" never reaches the head); see applyTyped
+      e.stopImmediatePropagation();
     }
   }, true);
-  document.addEventListener("pointerdown", (e) => { if (e.target && e.target.closest && e.target.closest("[id^=slider-]")) pointerDown = true; }, true);
+
+  // ------------------------------------------------------------------ typed values
+  const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+  function fmt(v) { return String(+(+v).toFixed(4)); }
+  function note(key, text) {
+    const block = document.querySelector("#slider-" + key.replace(".", "-"));
+    if (!block) return;
+    let n = block.querySelector(".ch-note");
+    if (!text) { if (n) n.remove(); return; }
+    if (!n) { n = document.createElement("div"); n.className = "ch-note"; n.setAttribute("role", "status"); block.appendChild(n); }
+    n.textContent = text;
+    clearTimeout(n._t);
+    n._t = setTimeout(() => n.remove(), 8000);
+  }
+  CH.note = note;
+  function applyTyped(box) {
+    const key = keyOf(box), spec = CH.specs.find((x) => x.key === key);
+    if (!spec) return;
+    const text = String(box.value).trim(), current = valueOf(CH.state(), spec);
+    if ((box.validity && box.validity.badInput) || !NUMBER.test(text) || !Number.isFinite(parseFloat(text))) {
+      box.value = fmt(snap(spec, current));
+      note(key, `${text ? `"${text.slice(0, 12)}" is ` : ""}not a number; kept ${fmt(current)} ` +
+        `(type a number from ${fmt(spec.lo)} to ${fmt(spec.hi)})`);
+      return;
+    }
+    let v = parseFloat(text);
+    if (v < spec.lo || v > spec.hi) {
+      const c = Math.min(Math.max(v, spec.lo), spec.hi);
+      note(key, `${fmt(v)} is outside ${fmt(spec.lo)} to ${fmt(spec.hi)}; using ${fmt(c)}`);
+      v = c;
+    } else if (v === current) { box.value = fmt(snap(spec, v)); return; } // nothing typed (e.g. leaving the box)
+    else note(key, "");
+    if (v === current) { box.value = fmt(snap(spec, v)); return; }
+    edit((s) => setField(s, key, v));
+    box.value = fmt(snap(spec, v));
+  }
+  document.addEventListener("change", (e) => {
+    const t = e.target;
+    if (t && t.type === "number" && keyOf(t) && CH.specs.find((x) => x.key === keyOf(t))) {
+      e.stopImmediatePropagation();
+      applyTyped(t);
+    }
+  }, true);
+  // blur (capture: before Gradio's own handler resets the box), not focusout (after it)
+  document.addEventListener("blur", (e) => {
+    const t = e.target;
+    if (t && t.type === "number" && keyOf(t) && CH.specs.find((x) => x.key === keyOf(t))) applyTyped(t);
+  }, true);
+  // a slider's ↺ returns that control to the photo's fitted value (not the page's default)
+  document.addEventListener("click", (e) => {
+    const b = e.target && e.target.closest && e.target.closest("button.reset-button");
+    const key = b && keyOf(b);
+    if (!key || !CH.specs.find((x) => x.key === key)) return;
+    e.preventDefault(); e.stopImmediatePropagation();
+    note(key, "");
+    CH.resetControl(key);
+  }, true);
+
+  // ------------------------------------------------------------------ pointer / keys
+  let drag = null;
+  document.addEventListener("pointerdown", (e) => {
+    const t = e.target;
+    if (!t || !t.closest) return;
+    if (t.closest("[id^=slider-]")) { pointerDown = true; return; }
+    if (t.id === "live-canvas" && CH.head) {
+      // drag on the head turns it: across = yaw, up/down = pitch; with Shift (or Alt): roll
+      if (dirty) CH.commit();
+      const s = CH.state();
+      drag = { x: e.clientX, y: e.clientY, w: t.clientWidth || 1, h: t.clientHeight || 1,
+        start: { yaw: s.pose.yaw, pitch: s.pose.pitch, roll: s.pose.roll }, id: e.pointerId };
+      pointerDown = true;
+      try { t.setPointerCapture(e.pointerId); } catch (err) { /* synthetic pointer */ }
+      e.preventDefault();
+    }
+  }, true);
+  document.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const dx = (e.clientX - drag.x) / drag.w, dy = (e.clientY - drag.y) / drag.h;
+    if (e.shiftKey || e.altKey) CH.turn(drag.start, 0, 0, dx * 120);
+    else CH.turn(drag.start, dx * 180, -dy * 120, 0);
+  }, true);
   document.addEventListener("pointerup", () => {
+    drag = null;
     if (!pointerDown) return;
     pointerDown = false;
     setTimeout(() => { readSliders(); if (dirty) { CH.redraw(); CH.commit(); } }, 0);
   }, true);
   document.addEventListener("keydown", (e) => {
-    const typing = e.target && (e.target.tagName === "TEXTAREA" || (e.target.tagName === "INPUT" && e.target.type !== "range"));
-    if (!(e.ctrlKey || e.metaKey) || typing || e.key.toLowerCase() !== "z") return;
+    const t = e.target;
+    if (t && t.type === "range" && t.closest && t.closest("[id^=slider-]")) lastInput = performance.now();
+    if (t && t.type === "number" && (e.key === "Enter" || e.key === "Tab") && keyOf(t) &&
+        CH.specs.find((x) => x.key === keyOf(t))) {
+      if (e.key === "Enter") e.preventDefault();
+      applyTyped(t);
+      return;
+    }
+    const typing = t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type !== "range"));
+    if (typing) return;
+    if (t && t.id === "live-canvas" && e.key.startsWith("Arrow")) {
+      // arrows on the focused head: 5 degrees of yaw / pitch (Shift: roll)
+      e.preventDefault();
+      const s = CH.state(), d = 5, k = e.key;
+      const dyaw = k === "ArrowRight" ? d : k === "ArrowLeft" ? -d : 0, dp = k === "ArrowUp" ? d : k === "ArrowDown" ? -d : 0;
+      const st = { yaw: s.pose.yaw, pitch: s.pose.pitch, roll: s.pose.roll };
+      if (e.shiftKey) CH.turn(st, 0, 0, dyaw); else CH.turn(st, dyaw, dp, 0);
+      return;
+    }
+    if (!(e.ctrlKey || e.metaKey)) return;
+    const z = e.key.toLowerCase();
+    if (z !== "z" && z !== "y") return;
     e.preventDefault();
-    if (e.shiftKey) CH.redo(); else CH.undo();
+    if (e.shiftKey || z === "y") CH.redo(); else CH.undo();
   });
+  // Phone: the head is pinned at the top; the controls' tab bar stays reachable just under it
+  // while their sliders scroll by (CSS sticky cannot: Gradio's container clips overflow).
+  function stickTabs() {
+    const tabs = document.querySelector("#controls-tabs"), head = document.querySelector("#live-head");
+    const bar = tabs && tabs.querySelector(".tab-wrapper");
+    if (!bar || !head) return;
+    let off = 0;
+    if (getComputedStyle(head).position === "fixed") {
+      const r = tabs.getBoundingClientRect(), below = head.getBoundingClientRect().bottom;
+      off = Math.max(0, Math.min(below - r.top, r.height - bar.offsetHeight - 40));
+    }
+    bar.style.transform = off > 0 ? `translateY(${off}px)` : "";
+    bar.style.position = "relative";
+    bar.style.zIndex = off > 0 ? "45" : "";
+    bar.style.background = off > 0 ? "var(--background-fill-primary)" : "";
+    bar.style.boxShadow = off > 0 ? "0 2px 4px rgba(0,0,0,0.15)" : "";
+  }
+  window.addEventListener("scroll", stickTabs, { passive: true });
+  window.addEventListener("resize", stickTabs, { passive: true });
+  CH.stickTabs = stickTabs;
   CH.setOpacity = function (v) { CH.view.opacity = +v; CH.redraw(); };
   CH.setTextured = function (t) { CH.view.textured = !!t; CH.redraw(); };
   requestAnimationFrame(tick);
