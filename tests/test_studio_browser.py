@@ -160,10 +160,13 @@ def test_one_head_state_everywhere(studio, example_photo, tiny_weights, tmp_path
         _preset(page, tmp_path, {"pose.yaw": yaw_fit})
 
         # 4. five ArrowRight on Pitch
+        #    (from the photo's fitted pitch: the range input's first step lands on its 1-degree grid)
         page.locator("#slider-pose-pitch input[type=range]").focus()
         for _ in range(5):
             page.keyboard.press("ArrowRight")
-        _preset(page, tmp_path, {"pose.pitch": 5.0})
+        pitch_now = _shown(page, "pose.pitch")
+        assert abs(pitch_now - (fitted["pose"]["pitch"] + 5)) <= 1.0 and pitch_now == round(pitch_now)
+        _preset(page, tmp_path, {"pose.pitch": pitch_now})
 
         # 5. drag Roll
         roll = page.locator("#slider-pose-roll input[type=range]")
