@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from conftest import free_port  # noqa: E402
+from tolerances import assert_close_scaled, sampling_growth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = str(ROOT / "assets" / "examples" / "astronaut.jpg")
@@ -360,8 +361,11 @@ def test_pipeline_per_image_inputs_match_one_image_calls(tmp_path):
                     generator=[torch.Generator().manual_seed(10 + i) for i in idx], output_type="latent").images
 
     batch = call([0, 1, 2])
+    # batch of 3 vs 1: the same float32 arithmetic in another batch shape. Budget as for the batched-CFG test
+    # (tolerances.sampling_growth: 2 steps at the default g = 7, 209 units of max|ref|, ~1.7e-4 here);
+    # measured 16-19. Mixing up two images' prompts, hints or seeds moves them by O(1).
     for i in range(3):
-        torch.testing.assert_close(batch[i:i + 1], call([i]), atol=1e-4, rtol=0)
+        assert_close_scaled(batch[i:i + 1], call([i]), sampling_growth(2, 7.0), what=f"image {i}")
     assert (batch[0] - batch[2]).abs().max() > 1e-3  # different hint/identity/seed: a different image
     with pytest.raises(ValueError, match="num_images"):
         pipe(["a", "b"], hints[0], ids[:1], image_embeds=tokens[:1], num_images=3, num_inference_steps=1)

@@ -11,6 +11,12 @@ from caphuman.head.model_data import HeadModelData
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / DEFAULT_OUT
+# Tolerances below are facts of the asset's construction (mirror symmetry, zeros by design, locality),
+# evaluated in float64 from the float32 asset: float32 storage rounds coordinates (<= 0.2 m) by <= 1.5e-8 and
+# weights (<= 1) by <= 6e-8, float64 arithmetic adds ~1e-16. The thresholds sit between that rounding and
+# the smallest intended feature: 1e-6 (1 micrometre / a weight of 1e-6) for "exactly zero / on the
+# mid-plane", 1e-4 m for mirrored or centred landmarks (built symmetric: a real asymmetry is >= 1 mm),
+# millimetres where a region is meant to move.
 MIRROR_PAIRS = [(0, 16), (3, 13), (6, 10), (17, 26), (19, 24), (21, 22), (31, 35), (32, 34), (36, 45),
                 (37, 44), (38, 43), (39, 42), (40, 47), (41, 46), (48, 54), (49, 53), (50, 52), (55, 59),
                 (56, 58), (61, 63), (65, 67)]
@@ -35,6 +41,7 @@ def _expr(h: HeadModelData, name: str) -> np.ndarray:
 
 
 def test_deterministic(head):
+    # the same code in the same process on the same inputs: bit for bit (no tolerance needed)
     again = _arrays(build_builtin_head())
     for k, a in _arrays(head).items():
         assert np.array_equal(a, again[k]), k
@@ -46,7 +53,17 @@ def test_committed_asset_is_fresh(head):
     saved = HeadModelData.load_npz(ASSET)
     fresh = _arrays(head)
     for k, a in _arrays(saved).items():
-        assert np.array_equal(a, fresh[k]), f"{ASSET} is stale in {k}: rebuild with python -m caphuman.head.builtin"
+        stale = f"{ASSET} is stale in {k}: rebuild with python -m caphuman.head.builtin"
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            # The asset was built on another machine: the build runs in float64 (BLAS, libm: last bits may
+            # differ by CPU) and casts to float32, so a value within a float64 rounding of a float32 midpoint
+            # may land one float32 ulp away. Allow exactly that (measured: bit-equal here and under
+            # OPENBLAS_CORETYPE=Haswell/Nehalem/Sandybridge/Zen and NPY_DISABLE_CPU_FEATURES down to X86_V2);
+            # a changed construction moves values by far more than an ulp.
+            assert a.shape == fresh[k].shape and a.dtype == fresh[k].dtype, stale
+            assert (np.abs(a - fresh[k]) <= np.spacing(np.abs(a))).all(), stale
+        else:
+            assert np.array_equal(a, fresh[k]), stale  # indices, topology, names: exact
     assert ASSET.stat().st_size < 3 * 2**20
 
 
@@ -70,7 +87,7 @@ def test_size_and_orientation(head):
     lm = _landmarks(head, v)
     face = lm[19, 1] - lm[8, 1]  # brow to chin
     assert 0.10 < face < 0.15
-    assert abs(head.J_regressor[1] @ v[:, 0]) < 1e-6  # neck joint on the mid-plane
+    assert abs(head.J_regressor[1] @ v[:, 0]) < 1e-6  # neck joint on the mid-plane (see the note at the top)
 
 
 def test_outward_normals(head):
@@ -118,6 +135,7 @@ def test_dynamic_contour_follows_silhouette(head):
 
 def test_skinning_weights(head):
     W = head.weights.astype(float)
+    # 5 float32 weights per vertex: their float64 sum is 1 within 5 x 6e-8; 1e-5 still flags an unnormalised row
     assert np.allclose(W.sum(1), 1.0, atol=1e-5) and W.min() >= -1e-6
     v = head.v_template
     lm = _landmarks(head, v)

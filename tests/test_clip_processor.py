@@ -42,6 +42,9 @@ def _images():
 
 
 def _assert_original_pixels(processor, size=224):
+    # PIL resamples uint8 in fixed-point integers (the same on every CPU); then x / 255 and (x - mean) / std
+    # in float32 or float64 cast to float32: <= 2 units of |x| <= 2.15 (5e-7; measured 0). atol 1e-6 stays
+    # far below one pixel level (1 / (255 x 0.27) = 0.015) or a bicubic-vs-bilinear resize (>= 1e-2).
     for rgb in _images():
         got = processor(images=Image.fromarray(rgb), return_tensors="pt").pixel_values.numpy()
         np.testing.assert_allclose(got, original_preprocessing(rgb, size), rtol=0, atol=1e-6)
@@ -53,7 +56,7 @@ def test_default_processor_is_pil_and_matches_the_original():
     proc = pil_clip_processor()
     assert type(proc) is pil_processor_class() and "Pil" in type(proc).__name__
     _assert_original_pixels(proc)
-    for rgb in _images():  # the analysis path's own implementation agrees
+    for rgb in _images():  # the analysis path's own implementation agrees (same bound)
         np.testing.assert_allclose(clip_pixels(rgb), original_preprocessing(rgb), rtol=0, atol=1e-6)
 
 

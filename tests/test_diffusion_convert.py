@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from diffusion_fixtures import conditioning, tiny_dir  # noqa: F401
+from tolerances import PER_PASS, assert_close_scaled
 
 torch = pytest.importorskip("torch")
 
@@ -62,10 +63,12 @@ def test_converted_folder_equals_directly_built_model(converted, tiny_dir, condi
             outs.append((model(x, 251, ctx, guided), mask))
     (down_a, mid_a), mask_a = outs[0]
     (down_b, mid_b), mask_b = outs[1]
-    # bit-identical weights (checked above); outputs agree to fp32 kernel noise (memory layout differs)
+    # bit-identical weights (checked above); outputs agree to fp32 kernel noise (memory layout differs):
+    # one ControlNet pass: PER_PASS float32 units of each output's magnitude (measured 2-6.6 units).
+    # A weight off by one part in 1000 or a missing residual is >= 1000 units away.
     assert len(down_a) == 6
     for p, q in zip([*down_a, mid_a, mask_a], [*down_b, mid_b, mask_b]):
-        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+        assert_close_scaled(p, q, PER_PASS, what="converted CapFace")
     assert mid_a.abs().max() > 1e-3
     assert (result.out_dir / "identity" / "identity.json").is_file()
 

@@ -97,10 +97,14 @@ def test_facenet_layout_loads_strictly_and_standardises(tmp_path):
     rgb = np.zeros((100, 80, 3), np.uint8)
     rgb[20:60, 20:60] = 255
     x = facenet_input(rgb, (20, 20, 60, 60))
+    # a constant patch resamples to itself and (255 - 127.5) / 128 is exact in float32 (measured bit-equal);
+    # np.allclose's default rtol 1e-5 (~80 units) is ample, a wrong standardisation is off by >= 1e-3
     assert x.shape == (3, 160, 160) and np.allclose(x, (255 - 127.5) / 128)
     whole = facenet_input(rgb, None)  # no face: still standardised (unlike the original)
     assert whole.min() == pytest.approx(-127.5 / 128)
     emb = loaded(torch.from_numpy(x)[None])
+    # float32 norm of a normalised 512-vector: pairwise summation, <= log2(512) = 9 units (1.1e-6) + 2 for the
+    # division; 1e-5 = 84 units; a missing L2 normalisation is off by O(1)
     assert emb.shape == (1, 512) and torch.allclose(emb.norm(dim=1), torch.ones(1), atol=1e-5)
 
 
@@ -138,7 +142,12 @@ def test_clip_tokens_shape_from_tiny_config(tmp_path):
     enc2 = ClipImageEncoder.from_pretrained(tmp_path)
     rgb = (np.random.default_rng(1).random((90, 60, 3)) * 255).astype(np.uint8)
     t1, t2 = enc.tokens(rgb), enc2.tokens(rgb)
+    # the same weights through the same kernels after a save/load round trip (measured bit-equal); 1e-5 (~27
+    # float32 units of |t| <= 3.1) allows a CPU to pick another kernel for a reloaded memory layout, while one
+    # weight tensor not loaded changes the tokens by O(0.1)
     assert t1.shape == (1, 17, 32) and np.allclose(t1, t2, atol=1e-5)
     px = clip_pixels(np.full((50, 100, 3), 255, np.uint8), 56)
     assert px.shape == (1, 3, 56, 56)
+    # float32 (x - mean) / std of a white image: ~2 units of 1.93 (4.6e-7; measured 1.4e-7); 1e-5 = 40 units,
+    # swapped mean/std or channels differ by >= 0.05
     assert np.allclose(px[0, 0], (1 - 0.48145466) / 0.26862954, atol=1e-5)

@@ -30,7 +30,7 @@ def test_square_frame_centred_on_face_and_clamped():
     f = square_frame(300, 900, (800, 100, 880, 200), 300)
     assert f.x0 == 600 and f.side == 300
     pts = np.array([[650.0, 120.0]])
-    assert np.allclose(f.to_photo(f.to_frame(pts)), pts)
+    assert np.allclose(f.to_photo(f.to_frame(pts)), pts)  # float64 affine round trip: ~1e-13 px vs rtol 1e-5
 
 
 def test_deca_crop_rule_and_tform_independent():
@@ -41,7 +41,7 @@ def test_deca_crop_rule_and_tform_independent():
     T = deca_tform(cx, cy, side)
     k = 223.0 / side  # independent: the 3 points define a pure scale + translation
     expect = np.array([[k, 0, -(cx - side / 2) * k], [0, k, -(cy - side / 2) * k], [0, 0, 1]])
-    assert np.allclose(T, expect, atol=1e-9)
+    assert np.allclose(T, expect, atol=1e-9)  # float64, entries <= 200: ~1e-13; 223 vs 224 would be off by 0.4%
     # the crop samples the frame where the transform says
     frame = np.zeros((300, 300, 3), np.uint8)
     frame[int(cy) - 2:int(cy) + 3, int(cx) - 2:int(cx) + 3] = 255
@@ -50,7 +50,7 @@ def test_deca_crop_rule_and_tform_independent():
     rows, cols = np.mgrid[:224, :224]
     c, r = (w * cols).sum() / w.sum(), (w * rows).sum() / w.sum()
     u, v = (T @ [int(cx), int(cy), 1])[:2]  # the blob's centre pixel (index coordinates)
-    assert abs(c - u) <= 1.5 and abs(r - v) <= 1.5 and crop.max() <= 1.0
+    assert abs(c - u) <= 1.5 and abs(r - v) <= 1.5 and crop.max() <= 1.0  # pixel geometry: a 5 px blob, resampled
     # box rule of DECA's detector path: centre shifted down by 0.12 old_size, no x1.1
     cx2, cy2, side2 = deca_square(box, from_landmarks=False)
     assert cy2 == pytest.approx(170 + 0.12 * 90) and side2 == float(int(90 * 1.25))
@@ -73,6 +73,7 @@ def test_deca_split_and_tform_round_trip():
     uv = (p + 1) / 2 * 224
     fr = (np.linalg.inv(T) @ np.c_[uv, np.ones(3)].T).T[:, :2]
     ndc = np.stack([fr[:, 0] / size * 2 - 1, 1 - fr[:, 1] / size * 2], 1)
+    # float64 chains on values <= 1 (~1e-15); a flipped y or a 224 vs 223 crop is off by >= 1e-3
     assert np.allclose(a * X + [bx, by], ndc, atol=1e-9)
     assert np.allclose(frame_pixels_to_ndc(crop_ndc_to_frame_pixels(p, T), size), ndc)
 
@@ -85,10 +86,13 @@ def test_deca_split_and_tform_round_trip():
     code.cam[:] = cam
     code.light[:] = 0.3
     st = head_state_from_deca(code, T, size, framing)
+    # (pytest.approx's default rel 1e-6: the code is float32, angles <= 15 deg round to ~1e-6 relative)
     assert st.pose.yaw == pytest.approx(15) and st.pose.pitch == pytest.approx(-5) and st.pose.roll == pytest.approx(3)
     assert st.pose.jaw == pytest.approx(10) and len(st.shape) == 100 and st.expression[0] == -0.25
     assert st.lighting.sh[0] == [pytest.approx(0.3)] * 3
-    # the placement reproduces the same frame map
+    # the placement reproduces the same frame map. The code stores cam in float32: the shifts 0.01 / -0.02
+    # round by <= 5e-10, times the map's scale ~3 (measured 1.3e-9), inside allclose's default rtol 1e-5 x
+    # |value| <= 3e-5 + atol 1e-9; a wrong sign or a missing crop scale is O(0.1)
     assert np.allclose(frame_transform(st.placement, framing), (a, bx, by), atol=1e-9)
 
 
@@ -110,6 +114,8 @@ def test_landmark_fit_recovers_synthetic_head():
     P = a * Y[:, :2] + [bx, by]
     r = fit_landmarks(Observation(P, [[i] for i in range(68)], None, "landmarks68"), T, framing, c, Bs, Be,
                       coeff_prior=1e-4)
+    # Solver accuracy, not rounding (float64): noise-free points, the small coefficient prior biases the fit
+    # slightly (measured: coefficients within 2e-4 of the truth); a 1 degree convention error fails these
     assert r.kind == "landmarks68" and r.rms < 1e-3
     assert (r.state.pose.yaw, r.state.pose.pitch, r.state.pose.roll) == pytest.approx((20, -10, 8), abs=0.3)
     assert (r.state.placement.scale, r.state.placement.shift_x, r.state.placement.shift_y) == pytest.approx((1.2, 0.1, -0.2), abs=5e-3)
@@ -244,6 +250,8 @@ def test_identity_similarity_arcface_then_facenet(tmp_path, monkeypatch):
     build_pack(tmp_path / "insightface" / "models" / "buffalo_l")
     img = white_square_image()
     res = similarity.identity_similarity(img, img.copy(), root=tmp_path)
+    # the same image twice: the same float32 embedding (same kernels), float64 cosine = 1 - 1e-12 (its
+    # denominator guard); 1e-5 leaves room for ~80 float32 units, while another face scores < 0.99
     assert res.recognizer == "arcface" and res.score == pytest.approx(1.0, abs=1e-5)
     torch.manual_seed(0)
     net = InceptionResnetV1(width=0.0625, blocks=(1, 1, 1), num_classes=None).eval()

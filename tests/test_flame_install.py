@@ -58,13 +58,15 @@ def test_install_zip_then_preview_fit_export_on_flame_2023_open(tmp_path, monkey
     assert head.kind == "flame" and head.description.startswith("FLAME 2023 Open from")
     data = head.data
     assert (data.num_vertices, data.f.shape[0], data.num_shape, data.shapedirs.shape[2]) == (V, F, 300, 400)
-    np.testing.assert_allclose(data.posedirs, flame_head.posedirs, atol=1e-6)  # (V*3, 36) layout read back
+    # (V*3, 36) layout read back: a copy or float32 cast (<= half a unit of |x| <= 5e-4; measured 0); a
+    # transposed layout scrambles entries by O(|x|) >> 1e-6
+    np.testing.assert_allclose(data.posedirs, flame_head.posedirs, atol=1e-6)
     pipe = HeadPreviewPipeline(data)
     front = pipe.render(HeadState(), 128)
     state = HeadState(pose=Pose(yaw=30.0), expression_controls={"smile": 0.8})
     turned = pipe.render(state, 128)
     assert np.isfinite(turned.hint).all() and turned.hint.shape == (9, 128, 128)
-    assert not np.allclose(front.hint, turned.hint)
+    assert not np.allclose(front.hint, turned.hint)  # a 30 degree turn changes normals by O(0.5)
     glb = pipe.export_glb(state)
     assert glb[:4] == b"glTF"
     import trimesh
@@ -210,4 +212,7 @@ def test_live_head_payload_carries_flame_2023_open(flame_head):
     assert posedirs.size == V * 3 * 36 and np.abs(posedirs).max() > 0
     base = np.frombuffer(base64.b64decode(payload["base"]), np.float32).reshape(V, 3)
     server = pipe.pose(state.validated()).vertices  # zero pose: template + identity
+    # the payload's template + identity blend vs the server's zero-pose LBS, both float32, |v| <= 0.1:
+    # a few units (measured equal); 1e-5 = ~800 units, while a shape coefficient on the wrong
+    # component moves vertices by >= 1e-4
     np.testing.assert_allclose(base, server, atol=1e-5)

@@ -69,7 +69,10 @@ def test_pose_estimated_from_landmarks_of_a_known_pose(builtin_pipeline, yaw, pi
     est = check.estimated_pose
     assert check.fit == "landmarks68" and check.pose_note is None
     assert np.sign(est["yaw"]) == np.sign(yaw)
+    # fit accuracy (the check's fitter re-fits landmarks of the built-in head: its own model bias), not
+    # rounding; 3 degrees is the check's stated resolution, a sign error is 50 degrees off
     assert (est["yaw"], est["pitch"], est["roll"]) == pytest.approx((yaw, pitch, roll), abs=3.0)
+    # the same float64 numbers subtracted: approx's default rel 1e-6 only absorbs the repr of the floats
     assert check.pose_error == pytest.approx({k: abs(est[k] - v) for k, v in zip(oc.AXES, (yaw, pitch, roll))})
     line = check.summary()
     assert line.startswith(f"pose asked yaw {yaw:.1f} pitch {pitch:.1f} roll {roll:.1f} · estimated yaw ")
@@ -97,12 +100,16 @@ def test_pose_check_through_insightface_with_arcface(builtin_pipeline, tmp_path,
     pixels = np.stack([48 + k * ndc[:, 0], 48 - k * ndc[:, 1]], 1)  # box centre (48, 48), y down
     det = InsightFaceDetector(build_pack(tmp_path / "buffalo_l", layout_for_pixels(pixels)))
     image = white_square_image()
-    assert np.allclose(det.detect(image)[0].landmarks, pixels, atol=0.05)  # the graph does what we asked
+    # the graph does what we asked: float32 constants in ONNX (pixels <= 68: 1 unit = 8e-6 px; measured
+    # 3.8e-6) mapped back through insightface's crop transform; 0.05 px is far below a 1 px landmark error
+    assert np.allclose(det.detect(image)[0].landmarks, pixels, atol=0.05)
 
     check = oc.OutputChecker(HeadState(pose=Pose(yaw=yaw)), builtin_pipeline, image, detector=det).check(image)
     assert check.detector == "insightface" and check.fit == "landmarks68"
     assert np.sign(check.estimated_pose["yaw"]) == np.sign(yaw)
     assert check.estimated_pose["yaw"] == pytest.approx(yaw, abs=3.0)
+    # the same image as reference and output: identical float32 embeddings, float64 cosine 1 - 1e-12;
+    # the summary prints 2 decimals, 1e-4 keeps it "1.00"
     assert check.recognizer == "arcface" and check.similarity == pytest.approx(1.0, abs=1e-4)
     assert check.summary().endswith("· identity 1.00 (arcface)")
 
@@ -118,7 +125,7 @@ def test_fallback_detector_says_not_estimated(builtin_pipeline):
     assert check.fit in ("eyes", "box") and check.detector == "opencv"
     assert check.estimated_pose is None and check.pose_error is None
     assert check.pose_note == oc.FALLBACK_DETECTOR and "MediaPipe" in check.pose_note
-    assert check.recognizer == "facenet" and check.similarity == pytest.approx(1.0, abs=1e-4)
+    assert check.recognizer == "facenet" and check.similarity == pytest.approx(1.0, abs=1e-4)  # same photo: as above
     assert check.summary() == ("pose asked yaw 20.0 pitch 0.0 roll 0.0 · pose not estimated (OpenCV fallback "
                                "detector: no landmarks) · identity 1.00 (facenet)")
     d = check.to_dict()

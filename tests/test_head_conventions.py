@@ -28,6 +28,8 @@ def state(**pose):
 
 def test_zero_pose_reproduces_template(pipe):
     posed = pipe.pose(HeadState())
+    # identity transforms blended by float32 weights summing to 1 +- a few units: ~1 float32 unit of |v| <= 0.18
+    # (2e-8; measured 7e-9). 1e-6 is ~50 units; any non-zero default pose moves vertices >= 1e-4.
     np.testing.assert_allclose(posed.vertices, pipe.data.v_template, atol=1e-6)
 
 
@@ -36,6 +38,8 @@ def test_global_rotation_is_rigid_about_the_root(pipe):
     R = Rotation.from_euler("YXZ", [25, 10, -15], degrees=True).as_matrix()  # Ry(y) Rx(-p) Rz(-r)
     j0 = pipe.data.J_regressor[0] @ pipe.data.v_template
     expected = (pipe.data.v_template - j0) @ R.T + j0
+    # float32 rotation (3-term dot products) vs float64: a few units of |v| <= 0.19 (measured <= 3 units,
+    # 6.5e-8); 1e-5 is ~450 units, while a 0.1 degree convention slip moves the face by >= 3e-4.
     np.testing.assert_allclose(posed.vertices, expected, atol=1e-5)
 
 
@@ -53,6 +57,9 @@ def test_yaw_flips_the_mean_x_normal(builtin_pipeline):
     (all_r, face_r), (all_l, face_l) = mean_x_normals(pipe, yaw=30), mean_x_normals(pipe, yaw=-30)
     # The sign flips with the yaw; over the whole head it is dominated by the side of the skull
     # that swings into view, while the face itself turns toward the side the nose points to.
+    # Geometric, not rounding: a mirrored pose of the symmetric head rasterises onto a 128 px grid that is
+    # not exactly mirrored (silhouette pixels differ by up to one column: ~1% of the mean), so +-0.02 / 0.01
+    # on a mean of ~0.3; a yaw sign error gives all_r + all_l ~ 2 x 0.3.
     assert all_r * all_l < 0 and abs(all_r + all_l) < 0.02
     assert face_r > 0.1 and face_l < -0.1
     assert abs(mean_x_normals(pipe)[0]) < 0.01  # symmetric at zero yaw
@@ -66,7 +73,7 @@ def test_pitch_moves_the_nose_up_and_roll_is_clockwise(pipe):
     # Clockwise in the image: the image-right eye corner (45) drops below the image-left one (36).
     assert lm[45, 1] < lm[36, 1] - 0.01
     lm0 = pipe.pose(state()).landmarks_ndc
-    assert abs(lm0[45, 1] - lm0[36, 1]) < 1e-3
+    assert abs(lm0[45, 1] - lm0[36, 1]) < 1e-3  # asset symmetry (mirror pairs within 1e-4 m); roll 20 gives > 0.01
 
 
 def test_light_from_the_right_brightens_the_right_half(pipe):
@@ -90,7 +97,7 @@ def test_hint_follows_the_reference_layout(pipe):
     assert (hint[:, ~mask] == 0).all(), "background must be exactly 0"
     assert mask.mean() > 0.05
     n = hint[0:3, mask].T
-    assert np.abs(n).max() <= 1.0 + 1e-5
+    assert np.abs(n).max() <= 1.0 + 1e-5  # float32 unit vectors: ~2 units (2.4e-7) over 1; 1e-5 = 84 units
     assert np.linalg.norm(n, axis=1).max() <= 1.0 + 1e-5  # interpolated unit vectors, not renormalised
     # shaded = albedo x SH shading of the normal image, with the §4.5 constants written out here.
     c = np.array([0.28209479, 1.02332671, 1.02332671, 1.02332671, 0.85808553, 0.85808553,
@@ -98,7 +105,12 @@ def test_hint_follows_the_reference_layout(pipe):
     x, y, z = n.T.astype(np.float64)
     basis = np.stack([np.ones_like(x), x, y, z, x * y, x * z, y * z, x * x - y * y, 3 * z * z - 1], 1)
     shading = (basis * c) @ np.asarray(s.lighting.sh)
+    # the float32 image vs albedo x float64 shading: the float32 SH sum and product round to a few units
+    # (measured 1e-7 on values <= 1.3, < 1 unit); rtol 1e-4 (~800 units) is loose on purpose (the exact
+    # constants are checked on the next line); swapped colour channels or a missing albedo are O(0.1).
     np.testing.assert_allclose(hint[6:9, mask].T, hint[3:6, mask].T * shading, rtol=1e-4, atol=1e-5)
+    # float64 both sides; the only difference is the 8-decimal constants written above (each within 5e-9,
+    # 9 terms x |sh| <= 1: <= 4.5e-8; measured 9e-9). A constant wrong in its 6th digit is caught.
     np.testing.assert_allclose(sh_shading(n, s.lighting.sh), shading, rtol=1e-6, atol=1e-7)
 
 
@@ -128,7 +140,7 @@ def test_semantic_expressions_move_the_right_landmarks(pipe, name):
         assert np.linalg.norm(lm1[48] - lm1[54]) < np.linalg.norm(lm0[48] - lm0[54]) - 0.03 * iod
     elif name == "mouth_open":
         assert lm1[8, 1] < lm0[8, 1] - 0.05 * iod  # the chin drops
-        assert abs(lm1[27, 1] - lm0[27, 1]) < 1e-4  # the nose bridge does not move
+        assert abs(lm1[27, 1] - lm0[27, 1]) < 1e-4  # the nose bridge does not move (0.1 mm; the chin: > 5 mm)
     # The face far from the mouth/brows/eyes stays put (nose tip).
     assert np.linalg.norm(lm1[30] - lm0[30]) < 0.03 * iod
 
@@ -138,10 +150,13 @@ def test_placement_scale_and_shift(pipe):
     s = HeadState()
     s.placement.scale, s.placement.shift_x, s.placement.shift_y = 1.5, 0.3, -0.2
     moved = pipe.pose(s).landmarks_ndc
+    # float32 affine map of NDC values <= 0.8: ~2 units (2e-7; measured 1.2e-7); 1e-5 = 100 units, while a
+    # scale 1.5 vs 1.501 or a shift off by 1e-3 moves points by >= 5e-4.
     np.testing.assert_allclose(moved[:, 0] - 0.3, base[:, 0] * 1.5, atol=1e-5)
     np.testing.assert_allclose(moved[:, 1] + 0.2, base[:, 1] * 1.5, atol=1e-5)
     # Default framing: the face is centred with the documented height.
     span = base[:, 1].max() - base[:, 1].min()
+    # the framing normalises to these values exactly up to float32 rounding (~1e-7); 1e-4 = 0.006 px at 128 px
     assert abs(span - 0.8) < 1e-4 and np.abs(base[:, :2].max(0) + base[:, :2].min(0)).max() < 1e-4
 
 
@@ -171,4 +186,4 @@ def test_any_output_size(pipe):
     r = pipe.render(HeadState(), (48, 96))
     assert r.hint.shape == (9, 48, 96) and r.preview.shape == (48, 96, 3)
     cols = np.nonzero(r.mask.any(0))[0]
-    assert abs((cols.min() + cols.max()) / 2 - 47.5) <= 1.5  # still centred
+    assert abs((cols.min() + cols.max()) / 2 - 47.5) <= 1.5  # still centred (integer columns: +-1 px each side)

@@ -67,6 +67,8 @@ def test_flame_pickle_loads_without_chumpy(tmp_path, synthetic_head):
         warnings.simplefilter("always")
         data = load_flame(tmp_path)
     assert any("FLAME_texture.npz" in str(w.message) for w in caught)
+    # loading is a copy or a float64 -> float32 cast (<= half a float32 unit: 6e-9 at |x| <= 0.1; measured 0);
+    # 1e-6 still catches any reordering, transposition or unit change (errors of O(|x|))
     np.testing.assert_allclose(data.v_template, synthetic_head.v_template, atol=1e-6)
     np.testing.assert_allclose(data.shapedirs, synthetic_head.shapedirs, atol=1e-6)
     np.testing.assert_allclose(data.J_regressor, synthetic_head.J_regressor, atol=1e-6)
@@ -94,6 +96,8 @@ def test_flame_texture_space_is_used(tmp_path, synthetic_head):
     assert data.num_albedo == 50 and data.albedo_mean.shape == (256, 256, 3)
     # nearest 512 -> 256 keeps texel (2i, 2j); stored BGR -> RGB; /255
     m = mean.reshape(512, 512, 3)
+    # float32 x / 255 vs float64: <= 1 float32 unit (1.2e-7 relative); rtol 1e-6 = 8 units; a wrong texel
+    # or channel differs by O(1)
     np.testing.assert_allclose(data.albedo_mean[10, 20], m[20, 40, ::-1] / 255.0, rtol=1e-6)
     np.testing.assert_allclose(data.albedo_basis[3, 4, :, 7], tex_dir[6, 8, ::-1, 7] / 255.0, rtol=1e-6)
 

@@ -52,11 +52,15 @@ def test_lbs_matches_reference(synthetic_head):
         eye_pose=torch.tensor(pose[None, 9:15], dtype=torch.float32),
     ))
     expected = reference_lbs(data, coeffs, pose)
+    # float32 model vs float64 reference: blend sums of 22 shape/expression + 36 pose-corrective terms
+    # (coefficients ~N(0, 1)) and a 3-level kinematic chain round to a few float32 units of the vertex
+    # magnitude (|v| <= 0.12: 1 unit = 1.4e-8; measured ~3 units, 4.7e-8). 2e-6 is ~140 units; a transposed
+    # rotation, a wrong joint order or a dropped corrective moves vertices by >= 1e-4.
     np.testing.assert_allclose(out.vertices[0].numpy(), expected, atol=2e-6)
     # Landmarks are barycentric combinations of the posed triangles.
     tri = data.f[data.full_lmk_faces_idx]
     lm3 = np.einsum("lk,lkc->lc", data.full_lmk_bary_coords, expected[tri])
-    np.testing.assert_allclose(out.landmarks3d[0].numpy(), lm3, atol=2e-6)
+    np.testing.assert_allclose(out.landmarks3d[0].numpy(), lm3, atol=2e-6)  # convex combinations: same bound
 
 
 def test_batched_forward_equals_single(synthetic_head):
@@ -72,10 +76,15 @@ def test_batched_forward_equals_single(synthetic_head):
     batched = model(p).vertices
     for b in range(B):
         one = model(HeadParams(*(t[b:b + 1] for t in (p.shape, p.expression, p.global_pose, p.jaw_pose)))).vertices
+        # torch's float32 defaults (atol 1e-5 + rtol 1.3e-6: ~600 float32 units of |v| <= 0.15) cover
+        # batch-shape rounding (measured < 1 unit); another element's parameters move vertices >= 1e-3.
         torch.testing.assert_close(one[0], batched[b])
 
 
 def test_rodrigues_matches_scipy():
     v = torch.tensor(np.random.default_rng(1).normal(size=(10, 3)), dtype=torch.float64)
+    # float64; the only deviation is rodrigues' deliberate eps = 1e-8 added before the norm, which moves R by
+    # <= |dR/dv| x 1e-8 x sqrt(3) ~ 2e-8 (measured 2.0e-8): 1e-7 allows it, a sign or axis-order error is O(1).
     np.testing.assert_allclose(rodrigues(v).numpy(), Rotation.from_rotvec(v.numpy()).as_matrix(), atol=1e-7)
+    # float32 zero vector: axis = 0 so R = I exactly (measured 0); 1e-6 = 8 float32 units of |R| = 1
     np.testing.assert_allclose(rodrigues(torch.zeros(1, 3)).numpy()[0], np.eye(3), atol=1e-6)
