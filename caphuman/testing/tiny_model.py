@@ -226,8 +226,12 @@ def original_layout(comps: dict, decoys: dict) -> tuple[dict, dict, dict]:
     return ckpt, backbone, vae_state_dict_to_ldm(comps["vae"])
 
 
-def write_tiny_model(out: str | Path, seed: int = 0, sizes: ModelSizes | None = None) -> Path:
-    """Write the tiny model folder (see module docstring). Returns ``out``."""
+def write_tiny_model(out: str | Path, seed: int = 0, sizes: ModelSizes | None = None, original: bool = True,
+                     dtype=None) -> Path:
+    """Write the tiny model folder (see module docstring). Returns ``out``.
+
+    ``original=False`` skips ``original/`` (the diffusers folder and ``identity/`` only); ``dtype``
+    (e.g. ``torch.float16``) saves the pipeline's weights in that dtype (half the disk for SD1.5 sizes)."""
     from safetensors.torch import save_file
     from transformers import CLIPConfig
 
@@ -237,8 +241,13 @@ def write_tiny_model(out: str | Path, seed: int = 0, sizes: ModelSizes | None = 
     sizes = sizes or ModelSizes.tiny()
     comps = build_components(sizes, seed)
     pipe = CapHumanPipeline(**comps)
+    if dtype is not None:
+        pipe.to(dtype=dtype)
     pipe.save_pretrained(out, safe_serialization=True)
     build_identity_encoder(seed).save(out / "identity", IDENTITY_SPEC)
+    if not original:
+        (out / "TINY_MODEL.json").write_text(json.dumps({"seed": seed, "random": True}, indent=2) + "\n")
+        return out
 
     decoys = build_components(sizes, seed + 1000, tokenizer=comps["tokenizer"])
     ckpt, backbone, vae = original_layout(comps, decoys)
