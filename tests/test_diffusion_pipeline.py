@@ -49,9 +49,10 @@ def test_batched_cfg_and_capface_once_equal_original_two_pass_loop(tiny_pipe, co
     # Same arithmetic in another batch shape (cond+uncond batched, CapFace once vs per branch): equal up to
     # float32 rounding, which differs by CPU (SIMD width, BLAS blocking). Budget (tolerances.py): PER_PASS
     # units of max|ref| per network pass x guidance amplification sqrt(7^2 + 6^2) = 9.2 x sqrt(2 steps)
-    # = 209 units (1.6e-4 at max|ref| ~ 6.6). Measured 14-23 units (AMD EPYC: default, 1 thread,
-    # ATEN_CPU_CAPABILITY=default/avx2); a CapFace residual scale 0.999 instead of 1 moves the result
-    # ~860 units, a guidance of 7.01 instead of 7 ~1350, a timestep off by one >= 10000.
+    # = 209 units (1.6e-4 at max|ref| ~ 6.6). Measured 14-27 units (AMD EPYC: default, 1 thread,
+    # ATEN_CPU_CAPABILITY=default/avx2, AVX2/SSE4 oneDNN+MKL+OpenBLAS); a CapFace residual scale 0.999
+    # instead of 1 moves the result ~860 units, a guidance of 7.01 instead of 7 ~1350, a timestep off by one
+    # >= 10000.
     growth = sampling_growth(kw["num_inference_steps"], kw["guidance_scale"])
     assert_close_scaled(ours, ref, growth, what="batched CFG vs two-pass loop")
     # the budget still sees a real error: the reference with the CapFace residuals scaled by 0.999
